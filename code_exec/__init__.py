@@ -1,0 +1,1 @@
+"""code-exec: the command line that starts each role (executor, API, MCP)."""

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local sandbox backend needs, when they are missing:
+# bubblewrap (the sandbox), gcc (C), Node.js (JavaScript) and Debian's python3 with venv
+# (the sandbox's Python runtime lives under /usr so that one read-only /usr mount carries it).
+set -euo pipefail
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+[ -x /usr/bin/node ] || missing+=(nodejs)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "code-exec: installing missing system packages: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "code-exec: cannot install ${missing[*]}: not root and no sudo." >&2
+        echo "  Install them yourself (Debian/Ubuntu: apt-get install ${missing[*]}), then re-run make." >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "code-exec: cannot install ${missing[*]}: apt-get not found." >&2
+    echo "  Install bubblewrap, gcc, nodejs and python3 with venv with your package manager." >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "code-exec: installed ${missing[*]}"

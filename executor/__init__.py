@@ -1,0 +1,1 @@
+"""The executor: pools of sandboxes, sessions, limits; reached through an ExecutorClient."""

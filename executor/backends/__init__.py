@@ -1,0 +1,19 @@
+"""Sandbox backends behind one small Protocol, chosen by configuration with a lazy import."""
+
+from executor.backends.base import Backend, OutputCallback, RunOutcome, Sandbox
+from executor.config import ExecutorSettings
+
+__all__ = ["Backend", "OutputCallback", "RunOutcome", "Sandbox", "create_backend"]
+
+
+def create_backend(settings: ExecutorSettings) -> Backend:
+    """The backend the settings name; imported only when chosen."""
+    match settings.backend:
+        case "local":
+            from executor.backends.local.backend import LocalBackend
+
+            return LocalBackend(settings)
+        case "e2b":
+            raise NotImplementedError(
+                "the E2B backend is not built yet; use CODE_EXEC_BACKEND=local"
+            )

@@ -1,0 +1,100 @@
+"""The backend interface: create sandboxes, run code in them, close them, report health."""
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from executor.capture import StreamCapture
+from schemas.execution import ExecutionError, Image
+from schemas.files import FileInfo
+from schemas.languages import Language
+
+OutputCallback = Callable[[str, str], Awaitable[None]]
+"""Called with ("stdout" | "stderr", text) as output is produced."""
+
+
+@dataclass
+class RunOutcome:
+    """What a sandbox reports of one run, before the executor shapes it into a result."""
+
+    stdout: StreamCapture
+    stderr: StreamCapture
+    exit_code: int
+    error: ExecutionError | None = None
+    value: str | None = None
+    images: list[Image] = field(default_factory=list)
+    timed_out: bool = False
+    state_lost: bool = False
+
+
+class Sandbox(Protocol):
+    """One isolated environment with a runner waiting for code."""
+
+    @property
+    def id(self) -> str:
+        """Unique id of the sandbox."""
+        ...
+
+    @property
+    def language(self) -> Language:
+        """The language its runner speaks."""
+        ...
+
+    @property
+    def alive(self) -> bool:
+        """Whether the runner can take another run."""
+        ...
+
+    async def run(
+        self,
+        code: str,
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        keep_state: bool,
+        on_output: OutputCallback | None = None,
+    ) -> RunOutcome:
+        """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
+        ...
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        """Write a file into the workspace (path relative to /home/user)."""
+        ...
+
+    async def read_file(self, path: str, max_bytes: int) -> bytes:
+        """Read a file of the workspace."""
+        ...
+
+    async def list_files(self, path: str) -> list[FileInfo]:
+        """List a directory of the workspace, recursively."""
+        ...
+
+    async def memory_bytes(self) -> int | None:
+        """Resident memory of the sandbox's processes, when known."""
+        ...
+
+    async def close(self) -> None:
+        """Kill every process of the sandbox and free its resources."""
+        ...
+
+
+class Backend(Protocol):
+    """A source of sandboxes."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Check the host and clean leftovers of an earlier run."""
+        ...
+
+    async def create(self, language: Language) -> Sandbox:
+        """Start a sandbox whose runner is ready for code."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """What isolation and limits are in force, for /health and the startup log."""
+        ...
+
+    async def close(self) -> None:
+        """Stop every sandbox still open."""
+        ...

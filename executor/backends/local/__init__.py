@@ -1,0 +1,1 @@
+"""Local sandboxes isolated with bubblewrap: the embedded default backend."""

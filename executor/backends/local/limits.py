@@ -1,0 +1,201 @@
+"""Resource limits of a local sandbox: cgroups (v1 or v2) where the host has them, else rlimits.
+
+A cgroup holds every process of one sandbox, which gives a memory limit the OOM killer enforces,
+a process-count limit that keeps a fork bomb inside, a memory reading, and a way to kill all
+processes at once. Without cgroups, rlimits on each process are the fallback.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_GROUP_NAME = "code-exec"
+
+
+@dataclass
+class CgroupHandle:
+    """The cgroup directories of one sandbox (one per controller on v1, one on v2)."""
+
+    dirs: list[Path]
+    procs_files: list[str]
+    memory_dir: Path | None
+    v2: bool
+
+
+class CgroupLimiter:
+    """Creates one cgroup per sandbox under a code-exec parent group."""
+
+    def __init__(self, memory_bytes: int, pids: int, instance: str) -> None:
+        self.instance = instance
+        self.memory_bytes = memory_bytes
+        self.pids = pids
+        self.mode = "none"
+        self._tops: dict[str, Path] = {}
+        self._parents: dict[str, Path] = {}
+        self._detect()
+
+    def _detect(self) -> None:
+        v1_memory = _CGROUP_ROOT / "memory"
+        v1_pids = _CGROUP_ROOT / "pids"
+        try:
+            if (v1_memory / "memory.limit_in_bytes").exists() and (
+                v1_pids / "cgroup.procs"
+            ).exists():
+                for controller, base in (("memory", v1_memory), ("pids", v1_pids)):
+                    (base / _GROUP_NAME).mkdir(exist_ok=True)
+                    self._tops[controller] = base / _GROUP_NAME
+                    parent = base / _GROUP_NAME / self.instance
+                    parent.mkdir(exist_ok=True)
+                    self._parents[controller] = parent
+                self.mode = "cgroup v1"
+                return
+            if (_CGROUP_ROOT / "cgroup.controllers").exists():
+                top = _CGROUP_ROOT / _GROUP_NAME
+                controllers = (_CGROUP_ROOT / "cgroup.controllers").read_text().split()
+                if "memory" in controllers and "pids" in controllers:
+                    top.mkdir(exist_ok=True)
+                    (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
+                    (top / "cgroup.subtree_control").write_text("+memory +pids")
+                    parent = top / self.instance
+                    parent.mkdir(exist_ok=True)
+                    (parent / "cgroup.subtree_control").write_text("+memory +pids")
+                    self._tops["unified"] = top
+                    self._parents["unified"] = parent
+                    self.mode = "cgroup v2"
+                    return
+        except OSError as exc:
+            log.info("cgroups not usable (%s); falling back to rlimits", exc)
+        self._parents.clear()
+        self._tops.clear()
+        self.mode = "none"
+
+    @property
+    def available(self) -> bool:
+        """Whether sandboxes get cgroups."""
+        return self.mode != "none"
+
+    def create(self, name: str) -> CgroupHandle | None:
+        """A fresh cgroup for one sandbox, limits set; None without cgroups."""
+        if not self.available:
+            return None
+        dirs: list[Path] = []
+        try:
+            if self.mode == "cgroup v1":
+                mem = self._parents["memory"] / name
+                pids = self._parents["pids"] / name
+                mem.mkdir()
+                dirs.append(mem)
+                pids.mkdir()
+                dirs.append(pids)
+                (mem / "memory.limit_in_bytes").write_text(str(self.memory_bytes))
+                swap = mem / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    with contextlib.suppress(OSError):
+                        swap.write_text(str(self.memory_bytes))
+                (pids / "pids.max").write_text(str(self.pids))
+                return CgroupHandle(
+                    dirs, [str(mem / "cgroup.procs"), str(pids / "cgroup.procs")], mem, v2=False
+                )
+            group = self._parents["unified"] / name
+            group.mkdir()
+            dirs.append(group)
+            (group / "memory.max").write_text(str(self.memory_bytes))
+            with contextlib.suppress(OSError):
+                (group / "memory.swap.max").write_text("0")
+            (group / "pids.max").write_text(str(self.pids))
+            return CgroupHandle(dirs, [str(group / "cgroup.procs")], group, v2=True)
+        except OSError:
+            for d in reversed(dirs):
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            raise
+
+    @staticmethod
+    def pids_of(handle: CgroupHandle) -> list[int]:
+        """Every process in the sandbox's cgroup."""
+        pids: set[int] = set()
+        for procs in handle.procs_files:
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in Path(procs).read_text().split())
+        return sorted(pids)
+
+    def kill_all(self, handle: CgroupHandle) -> None:
+        """SIGKILL every process of the sandbox (even ones that left its process group)."""
+        if handle.v2:
+            kill = handle.dirs[0] / "cgroup.kill"
+            if kill.exists():
+                with contextlib.suppress(OSError):
+                    kill.write_text("1")
+                    return
+        for pid in self.pids_of(handle):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    @staticmethod
+    def oom_killed(handle: CgroupHandle) -> bool:
+        """Whether the kernel's OOM killer acted in this cgroup."""
+        if handle.memory_dir is None:
+            return False
+        try:
+            if handle.v2:
+                events = (handle.memory_dir / "memory.events").read_text()
+                return any(
+                    line.split()[0] == "oom_kill" and int(line.split()[1]) > 0
+                    for line in events.splitlines()
+                )
+            oom = (handle.memory_dir / "memory.oom_control").read_text()
+            for line in oom.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+            return (
+                int((handle.memory_dir / "memory.failcnt").read_text()) > 0 and "under_oom 1" in oom
+            )
+        except (OSError, ValueError):
+            return False
+
+    @staticmethod
+    def remove(handle: CgroupHandle) -> bool:
+        """Remove the cgroup once empty; False when processes are still in it."""
+        ok = True
+        for d in reversed(handle.dirs):
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                ok = False
+        return ok
+
+    def cleanup_stale(self, is_alive: Callable[[str], bool]) -> int:
+        """Kill and remove the cgroups of executors that died; returns how many sandboxes."""
+        removed = 0
+        for top in self._tops.values():
+            for instance in top.iterdir():
+                if (
+                    not instance.is_dir()
+                    or instance.name == self.instance
+                    or is_alive(instance.name)
+                ):
+                    continue
+                for child in [*instance.iterdir(), instance]:
+                    if not child.is_dir():
+                        continue
+                    handle = CgroupHandle([child], [str(child / "cgroup.procs")], None, v2=False)
+                    self.kill_all(handle)
+                    if self.remove(handle) and child != instance:
+                        removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Remove this executor's own parent groups (its sandboxes are gone by now)."""
+        for parent in self._parents.values():
+            with contextlib.suppress(OSError):
+                parent.rmdir()

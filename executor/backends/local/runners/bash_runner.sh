@@ -1,0 +1,26 @@
+# Runner inside a sandbox: one persistent bash that evals every run in the same shell,
+# so the working directory, variables and functions carry over between runs.
+#
+# fd 3 = control input, fd 4 = control output (see python_runner.py for the protocol).
+# A run arrives as a header line "ID CODE_BYTES ENV_BYTES" followed by the code and an env
+# script (export lines) of exactly those sizes. The user's code runs without fds 3, 4, 7, 8,
+# so it can neither read the control stream nor redirect the streams the sentinels go to.
+
+exec 7>&1 8>&2 </dev/null
+printf '{"op":"ready"}\n' >&4
+while :; do
+    __ce_saved_lc_all=${LC_ALL-__ce_unset__}
+    LC_ALL=C  # read -N counts characters; in the C locale a character is a byte
+    IFS=' ' read -r -u 3 __ce_id __ce_clen __ce_elen || exit 0
+    __ce_code= __ce_env=
+    [ "$__ce_clen" -gt 0 ] && IFS= read -r -N "$__ce_clen" -u 3 __ce_code
+    [ "$__ce_elen" -gt 0 ] && IFS= read -r -N "$__ce_elen" -u 3 __ce_env
+    if [ "$__ce_saved_lc_all" = __ce_unset__ ]; then unset LC_ALL; else LC_ALL=$__ce_saved_lc_all; fi
+    eval "$__ce_env"
+    eval "$__ce_code" 3<&- 4>&- 7>&- 8>&-
+    __ce_rc=$?
+    printf '\036CE-END:%s\037\n' "$__ce_id" >&7
+    printf '\036CE-END:%s\037\n' "$__ce_id" >&8
+    printf '{"op":"done","id":"%s","exit_code":%d,"error":null,"value":null,"images":[]}\n' \
+        "$__ce_id" "$__ce_rc" >&4
+done

@@ -1,0 +1,267 @@
+"""Runner inside a sandbox: runs Python notebook-style, or compiles and runs C.
+
+Started by the executor with fd 0 = /dev/null, fd 1/2 = pipes it reads, fd 3 = control input
+and fd 4 = control output. Protocol (one JSON object per line):
+  runner -> {"op": "ready"}
+  host   -> {"op": "run", "id": ID, "code": SOURCE, "env": {...}}
+  runner runs it, writes the sentinel "\\x1eCE-END:ID\\x1f\\n" to fd 1 and fd 2, then
+         -> {"op": "done", "id": ID, "exit_code": N, "error": null | {name, value, traceback},
+             "value": null | REPR, "images": [{"format": "png", "data": BASE64}]}
+SIGINT from the host interrupts a run (KeyboardInterrupt); while idle it is ignored.
+"""
+
+import ast
+import asyncio
+import base64
+import json
+import linecache
+import os
+import re
+import signal
+import subprocess
+import sys
+import traceback
+import types
+
+CTRL_IN = 3
+CTRL_OUT = 4
+RUNNERS_DIR = os.path.dirname(os.path.abspath(__file__))
+MAX_VALUE_CHARS = 100_000
+_SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}
+
+_running = False
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    if _running:
+        raise KeyboardInterrupt
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[written:]
+
+
+def send(message: dict) -> None:
+    """Write one control message to the host."""
+    _write_all(CTRL_OUT, (json.dumps(message) + "\n").encode())
+
+
+def error_value(name: str, value: str, tb: str = "") -> dict:
+    """An error object of the protocol."""
+    return {"name": name, "value": value, "traceback": tb}
+
+
+def signal_error(returncode: int) -> tuple[int, dict]:
+    """Exit code and error for a process killed by a signal (negative returncode)."""
+    signum = -returncode
+    name = _SIGNAL_NAMES.get(signum, f"signal {signum}")
+    description = signal.strsignal(signum) or name
+    return 128 + signum, error_value("Signal", f"killed by {name} ({description})")
+
+
+class PythonCells:
+    """Runs Python cells in one persistent namespace, as a notebook kernel does."""
+
+    def __init__(self) -> None:
+        self.module = types.ModuleType("__main__")
+        self.module.__dict__["__builtins__"] = __builtins__
+        sys.modules["__main__"] = self.module
+        self.namespace = self.module.__dict__
+        self.count = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        if "" not in sys.path:
+            sys.path.insert(0, "")
+        sys.path.append(os.path.join(RUNNERS_DIR, "pythonpath"))
+        sys.dont_write_bytecode = True
+
+    def _await(self, code: types.CodeType) -> object:
+        result = eval(code, self.namespace)
+        if code.co_flags & 0x80:  # CO_COROUTINE: the cell used top-level await
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+            return self.loop.run_until_complete(result)
+        return result
+
+    def _traceback(self, exc: BaseException) -> str:
+        # The runner's own frames (the exec call, the SIGINT handler) are noise to the user.
+        frames = [
+            frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename != __file__
+        ]
+        lines = ["Traceback (most recent call last):\n"] if frames else []
+        lines += traceback.format_list(frames)
+        lines += traceback.format_exception_only(type(exc), exc)
+        return "".join(lines)
+
+    def run(self, code: str) -> dict:
+        """Run one cell; the outcome as the fields of a done message."""
+        global _running
+        self.count += 1
+        filename = f"<cell-{self.count}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        outcome: dict = {"exit_code": 0, "error": None, "value": None}
+        try:
+            tree = ast.parse(code, filename, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            body = compile(tree, filename, "exec", flags=flags)
+            tail = compile(last, filename, "eval", flags=flags) if last is not None else None
+        except SyntaxError as exc:
+            tb = "".join(traceback.format_exception_only(type(exc), exc))
+            outcome.update(exit_code=1, error=error_value("SyntaxError", str(exc.msg), tb))
+            return outcome
+        try:
+            _running = True
+            self._await(body)
+            if tail is not None:
+                value = self._await(tail)
+                if value is not None:
+                    self.namespace["_"] = value
+                    text = repr(value)
+                    if len(text) > MAX_VALUE_CHARS:
+                        text = text[:MAX_VALUE_CHARS] + f"... [{len(text)} characters in all]"
+                    outcome["value"] = text
+        except SystemExit as exc:
+            code_ = exc.code
+            if code_ is None:
+                outcome["exit_code"] = 0
+            elif isinstance(code_, int):
+                outcome["exit_code"] = code_
+            else:
+                print(code_, file=sys.stderr)
+                outcome["exit_code"] = 1
+        except BaseException as exc:
+            name = type(exc).__name__
+            outcome.update(exit_code=1, error=error_value(name, str(exc), self._traceback(exc)))
+        finally:
+            _running = False
+        return outcome
+
+    def images(self) -> list[dict]:
+        """Figures made by the last run, as PNG."""
+        backend = sys.modules.get("code_exec_mpl_backend")
+        if backend is None:
+            return []
+        try:
+            pngs = backend.drain()
+        except Exception as exc:
+            print(f"[code-exec] could not render figures: {exc}", file=sys.stderr)
+            return []
+        return [{"format": "png", "data": base64.b64encode(p).decode()} for p in pngs]
+
+
+class CPrograms:
+    """Compiles each run's code as main.c in the workspace and runs it."""
+
+    source = "main.c"
+    binary = "/tmp/.code-exec/main"
+
+    def run(self, code: str) -> dict:
+        """Compile, then run; compile errors are told apart from runtime errors."""
+        global _running
+        os.makedirs(os.path.dirname(self.binary), exist_ok=True)
+        with open(self.source, "w", encoding="utf-8") as f:
+            f.write(code)
+        cmd = ["gcc", "-std=gnu17", "-O2", "-Wall", "-o", self.binary, self.source, "-lm"]
+        _running = True
+        try:
+            compiled = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True)
+            diagnostics = compiled.stdout.decode(errors="replace") + compiled.stderr.decode(
+                errors="replace"
+            )
+            if diagnostics:
+                sys.stderr.write(diagnostics)
+                sys.stderr.flush()
+            if compiled.returncode != 0:
+                first = next(
+                    (ln for ln in diagnostics.splitlines() if "error" in ln),
+                    "compilation failed",
+                )
+                first = re.sub(r"^\S*main\.c:", "main.c:", first)
+                return {
+                    "exit_code": compiled.returncode,
+                    "error": error_value("CompileError", first, diagnostics),
+                    "value": None,
+                }
+            proc = subprocess.Popen([self.binary], stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                returncode = proc.wait()
+            except KeyboardInterrupt:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {
+                    "exit_code": 130,
+                    "error": error_value("KeyboardInterrupt", "execution interrupted"),
+                    "value": None,
+                }
+        except KeyboardInterrupt:
+            return {
+                "exit_code": 130,
+                "error": error_value("KeyboardInterrupt", "execution interrupted"),
+                "value": None,
+            }
+        finally:
+            _running = False
+        if returncode < 0:
+            exit_code, error = signal_error(returncode)
+            return {"exit_code": exit_code, "error": error, "value": None}
+        return {"exit_code": returncode, "error": None, "value": None}
+
+    def images(self) -> list[dict]:
+        """C programs make no figures."""
+        return []
+
+
+def _flush_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # the user's code may have replaced or closed it
+            pass
+
+
+def main() -> None:
+    """Serve runs until the host closes the control pipe."""
+    mode = sys.argv[1] if len(sys.argv) > 1 else "python"
+    signal.signal(signal.SIGINT, _on_sigint)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(encoding="utf-8", errors="backslashreplace", line_buffering=True)
+    engine = PythonCells() if mode == "python" else CPrograms()
+    control = os.fdopen(CTRL_IN, "rb")
+    os.set_inheritable(CTRL_IN, False)
+    os.set_inheritable(CTRL_OUT, False)
+    send({"op": "ready"})
+    while True:
+        try:
+            line = control.readline()
+        except KeyboardInterrupt:
+            continue
+        if not line:
+            return
+        message = json.loads(line)
+        os.environ.update(message.get("env") or {})
+        outcome = engine.run(message["code"])
+        _flush_streams()
+        try:
+            images = engine.images()
+        except KeyboardInterrupt:
+            images = []
+        _flush_streams()
+        sentinel = f"\x1eCE-END:{message['id']}\x1f\n".encode()
+        for fd in (1, 2):
+            try:
+                _write_all(fd, sentinel)
+            except OSError:
+                pass
+        send({"op": "done", "id": message["id"], "images": images, **outcome})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Output captured from a stream while it is produced, held in bounded memory.
+
+A program may print a gigabyte; we keep the first and the last max_bytes/2 and count the rest,
+so memory stays flat whatever the program does. The counts say what was cut.
+"""
+
+_CONTINUATION_MASK = 0xC0
+_CONTINUATION = 0x80
+
+
+def _lead_length(byte: int) -> int:
+    """Length of the UTF-8 sequence that a lead byte starts (1 for ASCII or invalid bytes)."""
+    if byte >= 0xF0:
+        return 4
+    if byte >= 0xE0:
+        return 3
+    if byte >= 0xC0:
+        return 2
+    return 1
+
+
+def trim_incomplete_utf8_end(data: bytes) -> bytes:
+    """Drop a multi-byte character cut off at the end, so no character is split."""
+    end = len(data)
+    i = end - 1
+    while i >= 0 and end - i <= 4 and data[i] & _CONTINUATION_MASK == _CONTINUATION:
+        i -= 1
+    if i >= 0 and i < end and _lead_length(data[i]) > end - i:
+        return data[:i]
+    return data
+
+
+def trim_incomplete_utf8_start(data: bytes) -> bytes:
+    """Drop continuation bytes at the start left over from a character cut off before it."""
+    i = 0
+    while i < len(data) and i < 3 and data[i] & _CONTINUATION_MASK == _CONTINUATION:
+        i += 1
+    return data[i:]
+
+
+class StreamCapture:
+    """Keeps the head and the tail of a byte stream, counting bytes and lines of all of it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.head_limit = max_bytes // 2
+        self.tail_limit = max_bytes - self.head_limit
+        self.head = bytearray()
+        self._tail = bytearray()
+        self.total_bytes = 0
+        self._newlines = 0
+        self._ends_with_newline = True
+
+    def feed(self, data: bytes) -> None:
+        """Take the next chunk of the stream."""
+        if not data:
+            return
+        self.total_bytes += len(data)
+        self._newlines += data.count(b"\n")
+        self._ends_with_newline = data.endswith(b"\n")
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self._tail += data
+            # Trim in batches: amortised O(1) per byte instead of a copy per chunk.
+            if len(self._tail) > 2 * self.tail_limit:
+                del self._tail[: len(self._tail) - self.tail_limit]
+
+    @property
+    def tail(self) -> bytes:
+        """The last bytes past the head (at most tail_limit)."""
+        return bytes(self._tail[-self.tail_limit :]) if self.tail_limit else b""
+
+    @property
+    def total_lines(self) -> int:
+        """Lines in the whole stream; a last line without a newline counts."""
+        return self._newlines + (0 if self._ends_with_newline else 1)
+
+    @property
+    def truncated(self) -> bool:
+        """Whether bytes between the head and the tail were dropped."""
+        return self.total_bytes > len(self.head) + len(self.tail)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes held."""
+        return len(self.head) + len(self.tail)
+
+    def text(self) -> str:
+        """The captured text, with a marker line where the middle was dropped."""
+        if not self.truncated:
+            return (bytes(self.head) + self.tail).decode("utf-8", errors="replace")
+        head = trim_incomplete_utf8_end(bytes(self.head)).decode("utf-8", errors="replace")
+        tail = trim_incomplete_utf8_start(self.tail).decode("utf-8", errors="replace")
+        dropped = self.total_bytes - self.kept_bytes
+        marker = (
+            f"[... {dropped} bytes dropped of {self.total_bytes} "
+            f"({self.total_lines} lines in all): output over the capture limit ...]"
+        )
+        sep_before = "" if head.endswith("\n") or not head else "\n"
+        return f"{head}{sep_before}{marker}\n{tail}"

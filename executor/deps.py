@@ -1,0 +1,48 @@
+"""FastAPI dependencies of the executor's HTTP API."""
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from executor.client import USER_HEADER
+from executor.config import ExecutorSettings
+from executor.errors import InvalidRequest, Unauthorized
+from executor.service import Executor
+
+
+def get_executor(request: Request) -> Executor:
+    """The executor started by the app's lifespan."""
+    executor: Executor = request.app.state.executor
+    return executor
+
+
+def get_settings(request: Request) -> ExecutorSettings:
+    """The settings the app was built with."""
+    settings: ExecutorSettings = request.app.state.settings
+    return settings
+
+
+def check_token(
+    settings: Annotated[ExecutorSettings, Depends(get_settings)],
+    internal_auth_token: Annotated[str | None, Header()] = None,
+) -> None:
+    """Refuse callers without the shared internal token (constant-time comparison)."""
+    expected = settings.require_token()
+    if internal_auth_token is None:
+        raise Unauthorized("missing Internal-Auth-Token header; the executor is internal")
+    if not hmac.compare_digest(internal_auth_token.encode(), expected.encode()):
+        raise Unauthorized("wrong Internal-Auth-Token")
+
+
+def get_user(request: Request) -> str:
+    """The user the caller acts for (the API service forwards its token's subject)."""
+    user = request.headers.get(USER_HEADER, "default").strip()
+    if not user or len(user) > 256:
+        raise InvalidRequest(f"{USER_HEADER} must be 1 to 256 characters")
+    return user
+
+
+ExecutorDep = Annotated[Executor, Depends(get_executor)]
+SettingsDep = Annotated[ExecutorSettings, Depends(get_settings)]
+UserDep = Annotated[str, Depends(get_user)]

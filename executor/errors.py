@@ -1,0 +1,117 @@
+"""Exceptions of the executor: "our service failed" or "the request cannot be served".
+
+A failure of the user's code is never an exception: it is a value in ExecuteResult.
+Each exception carries the HTTP status it becomes at the edge, and the HTTP client turns
+statuses back into the same classes, so callers see one tree whichever client they hold.
+
+    ExecutorError
+    ├── InvalidRequest          422  bad arguments (timeout above the limit, wrong language, ...)
+    ├── PayloadTooLarge         413  code or a file over its size limit
+    ├── Unauthorized            401  missing or wrong internal token
+    ├── NotFound                404
+    │   ├── SessionNotFound          unknown, expired or someone else's session
+    │   └── FileNotFound
+    ├── LimitExceeded           429  per-user or global cap on sessions
+    ├── Unavailable             503  nothing to run on right now; retry later
+    │   └── PoolExhausted            no warm sandbox within the wait
+    └── SandboxFailure          500  a sandbox could not start or broke down
+"""
+
+from typing import ClassVar
+
+
+class ExecutorError(Exception):
+    """Root of every executor exception."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "executor_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class InvalidRequest(ExecutorError):
+    """The request cannot be run as given; the message says what to change."""
+
+    status_code = 422
+    code = "invalid_request"
+
+
+class PayloadTooLarge(ExecutorError):
+    """Code or a file is larger than allowed."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(ExecutorError):
+    """The caller did not prove it may use the executor."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(ExecutorError):
+    """Something named in the request does not exist (for this caller)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class SessionNotFound(NotFound):
+    """Unknown, expired or closed session, or one that belongs to another user."""
+
+    code = "session_not_found"
+
+
+class FileNotFound(NotFound):
+    """No such file in the session's workspace."""
+
+    code = "file_not_found"
+
+
+class LimitExceeded(ExecutorError):
+    """A per-user or global cap was reached."""
+
+    status_code = 429
+    code = "limit_exceeded"
+
+
+class Unavailable(ExecutorError):
+    """The executor cannot take the request now; retry after the given delay."""
+
+    status_code = 503
+    code = "unavailable"
+
+
+class PoolExhausted(Unavailable):
+    """No warm sandbox became free within the wait."""
+
+    code = "pool_exhausted"
+
+
+class SandboxFailure(ExecutorError):
+    """A sandbox could not be started or stopped answering."""
+
+    status_code = 500
+    code = "sandbox_failure"
+
+
+ERRORS_BY_CODE: dict[str, type[ExecutorError]] = {
+    cls.code: cls
+    for cls in (
+        ExecutorError,
+        InvalidRequest,
+        PayloadTooLarge,
+        Unauthorized,
+        NotFound,
+        SessionNotFound,
+        FileNotFound,
+        LimitExceeded,
+        Unavailable,
+        PoolExhausted,
+        SandboxFailure,
+    )
+}

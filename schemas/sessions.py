@@ -1,0 +1,32 @@
+"""Stateful sessions: a dedicated sandbox whose interpreter state persists across runs."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.languages import Language, LanguageName
+
+
+class OpenSessionRequest(BaseModel):
+    """Open a session for one language."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: LanguageName = Field(
+        default=Language.PYTHON,
+        description="Language of the session's interpreter: python, javascript, bash or c.",
+    )
+
+
+class SessionInfo(BaseModel):
+    """What a session is and how long it will live."""
+
+    session_id: str
+    language: Language
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime = Field(
+        description="When the session closes if it stays idle (or reaches its maximum lifetime)."
+    )
+    runs: int = Field(default=0, description="Runs executed in this session so far.")
+    busy: bool = Field(default=False, description="Whether a run is in progress now.")
