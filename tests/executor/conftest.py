@@ -41,9 +41,7 @@ async def make_executor(executor_state_dir: Path) -> AsyncIterator[Any]:
     started: list[Executor] = []
 
     async def factory(**overrides: Any) -> Executor:
-        overrides.setdefault(
-            "pool_sizes", {"python": 1, "javascript": 0, "bash": 0, "c": 0}
-        )
+        overrides.setdefault("pool_sizes", {"python": 1, "javascript": 0, "bash": 0, "c": 0})
         executor = Executor(ExecutorSettings(state_dir=executor_state_dir, **overrides))
         await executor.start()
         started.append(executor)
@@ -84,8 +82,16 @@ def executor_process() -> Iterator[ExecutorProcess]:
         "CODE_EXEC_POOL_WAIT_S": "30",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "code_exec.cli", "--log-level", "warning", "executor",
-         "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "code_exec.cli",
+            "--log-level",
+            "warning",
+            "executor",
+            "--port",
+            str(port),
+        ],
         env=env,
     )
     url = f"http://127.0.0.1:{port}"

@@ -17,8 +17,12 @@ pytestmark = pytest.mark.anyio
 AUTH = {"Internal-Auth-Token": TOKEN}
 
 
-def post(proc: ExecutorProcess, body: object, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{proc.url}/execute", json=body, headers=AUTH if headers is None else headers, timeout=60)
+def post(
+    proc: ExecutorProcess, body: object, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return httpx.post(
+        f"{proc.url}/execute", json=body, headers=AUTH if headers is None else headers, timeout=60
+    )
 
 
 def test_health_needs_no_token_and_reports_pools(executor_process: ExecutorProcess) -> None:
@@ -115,8 +119,9 @@ async def test_session_lifecycle_through_the_http_client(
         uploaded = await client.upload_file(sid, "alice", "data/in.csv", b"a,b\n1,2\n")
         assert uploaded.size == 8
         result = await client.execute(
-            ExecuteRequest(code="import pandas as pd\nint(pd.read_csv('data/in.csv').b.sum())",
-                           session_id=sid),
+            ExecuteRequest(
+                code="import pandas as pd\nint(pd.read_csv('data/in.csv').b.sum())", session_id=sid
+            ),
             "alice",
         )
         assert result.value == "2"
@@ -159,10 +164,16 @@ async def test_stream_delivers_output_in_order_before_the_result(
 ) -> None:
     code = "import sys, time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.1)"
     events = []
-    async with httpx.AsyncClient(timeout=60) as http, http.stream(
-        "POST", f"{executor_process.url}/execute", params={"stream": "true"},
-        json={"code": code}, headers=AUTH,
-    ) as response:
+    async with (
+        httpx.AsyncClient(timeout=60) as http,
+        http.stream(
+            "POST",
+            f"{executor_process.url}/execute",
+            params={"stream": "true"},
+            json={"code": code},
+            headers=AUTH,
+        ) as response,
+    ):
         async for line in response.aiter_lines():
             if line:
                 events.append(json.loads(line))

@@ -3,13 +3,10 @@
 import asyncio
 import contextlib
 import ctypes
-import fcntl
 import logging
 import os
 import random
-import resource
 import shutil
-import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +22,17 @@ from schemas.languages import Language
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+# Runs in the child before bubblewrap: control pipes to fds 3 and 4 (the control input
+# arrives as stdin), join the sandbox's cgroups, set rlimits, then exec the rest of argv.
+_PROLOGUE = r"""
+exec 3<&0 4>&"$1" 0</dev/null && eval "exec $1>&-"
+ulimit -f "$2" -n "$3" -c 0
+[ -n "$4" ] && ulimit -v "$4"
+[ -n "$5" ] && ulimit -u "$5"
+n=$6; shift 6
+while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done
+exec "$@"
+"""
 _libc = ctypes.CDLL(None, use_errno=True)
 _MIB = 1024 * 1024
 
@@ -82,6 +89,19 @@ class LocalBackend:
         self._cleanup_stale()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
+        base = self.settings.state_dir
+        if base.stat().st_uid == os.geteuid():
+            os.chmod(base, base.stat().st_mode | 0o011)
+        if self.is_root:
+            # Sandboxes run as other uids: bubblewrap must be able to walk to what they mount.
+            for needed in (self.state_dir, self.settings.runtime_dir):
+                for directory in (needed, *needed.parents):
+                    if not directory.stat().st_mode & 0o001:
+                        raise SandboxFailure(
+                            f"{directory} is not traversable by sandbox users, so {needed} "
+                            "cannot be mounted: chmod o+x it, or set CODE_EXEC_STATE_DIR / "
+                            "CODE_EXEC_RUNTIME_DIR to a path whose parents are"
+                        )
         write_etc(self.etc_dir)
         self.use_tmpfs = self.is_root and tmpfs_supported(self.state_dir)
         if self.is_root:
@@ -151,53 +171,55 @@ class LocalBackend:
         if self.is_root:
             self._free_uids.append(sandbox.workspace.uid)
 
-    def _make_preexec(
+    def _launcher(
         self, language: Language, uid: int, gid: int
-    ) -> Callable[[int, int, CgroupHandle | None], Callable[[], None]]:
+    ) -> Callable[[int, CgroupHandle | None], list[str]]:
+        """How to start bubblewrap with limits applied: a command prefix, not a preexec_fn.
+
+        A preexec_fn would force a full fork() of the executor and run Python in the child,
+        blocking the event loop for tens of milliseconds per sandbox; a small bash prologue
+        keeps the spawn on the vfork path and does the child-side work in the child.
+        """
         settings = self.settings
-        drop_privileges = self.is_root
-        memory = settings.memory_limit_mb * _MIB
+        memory_kib = settings.memory_limit_mb * 1024
         # V8 reserves far more address space than it uses: no RLIMIT_AS for Node.js.
-        limit_address_space = language in (Language.PYTHON, Language.C)
-        nproc = settings.pids_limit if (drop_privileges and not self.cgroups.available) else None
+        # For Python and C it applies even with cgroups: a MemoryError beats an OOM kill.
+        address_space = str(memory_kib) if language in (Language.PYTHON, Language.C) else ""
+        nproc = str(settings.pids_limit) if (self.is_root and not self.cgroups.available) else ""
+        identity = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"] if self.is_root else []
 
-        def factory(
-            control_in: int, control_out: int, cgroup: CgroupHandle | None
-        ) -> Callable[[], None]:
-            procs_files = [p.encode() for p in cgroup.procs_files] if cgroup else []
+        def prefix(control_out: int, cgroup: CgroupHandle | None) -> list[str]:
+            procs = cgroup.procs_files if cgroup else []
+            return [
+                "/bin/bash",
+                "--noprofile",
+                "--norc",
+                "-c",
+                _PROLOGUE,
+                "code-exec-launch",
+                str(control_out),
+                str(settings.file_size_limit_mb * 1024),
+                str(settings.open_files_limit),
+                address_space,
+                nproc,
+                str(len(procs)),
+                *procs,
+                # setpriv applies the death signal after changing uid (which would clear it).
+                "setpriv",
+                *identity,
+                "--pdeathsig",
+                "KILL",
+                "--",
+            ]
 
-            def preexec() -> None:
-                # Runs in the child between fork and exec: only async-signal-safe-ish calls.
-                a = fcntl.fcntl(control_in, fcntl.F_DUPFD, 10)
-                b = fcntl.fcntl(control_out, fcntl.F_DUPFD, 10)
-                os.dup2(a, 3)
-                os.dup2(b, 4)
-                os.close(a)
-                os.close(b)
-                for procs in procs_files:
-                    fd = os.open(procs, os.O_WRONLY)
-                    os.write(fd, b"0")
-                    os.close(fd)
-                fsize = settings.file_size_limit_mb * _MIB
-                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-                nofile = settings.open_files_limit
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-                if limit_address_space:
-                    # Also with cgroups: a MemoryError the code can catch beats an OOM kill.
-                    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-                if nproc is not None:
-                    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-                if drop_privileges:
-                    os.setgroups([])
-                    os.setgid(gid)
-                    os.setuid(uid)
-                # After setuid, which clears it: die with the executor.
-                _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        return prefix
 
-            return preexec
-
-        return factory
+    def _prepare_workspace(self, workspace: Workspace, language: Language) -> None:
+        workspace.create(self.settings.disk_limit_mb * _MIB if self.use_tmpfs else None)
+        fonts = self.settings.runtime_dir / "mplconfig"
+        if language is Language.PYTHON and fonts.is_dir():
+            for cache in fonts.glob("fontlist-*.json"):
+                workspace.copy_in(cache, f".config/matplotlib/{cache.name}")
 
     async def create(self, language: Language) -> LocalSandbox:
         """Start a sandbox for language; returns once its runner is ready."""
@@ -206,18 +228,16 @@ class LocalBackend:
         uid, gid = self._allocate_uid()
         workspace = Workspace(self.state_dir / sandbox_id, uid, gid)
         try:
-            workspace.create(self.settings.disk_limit_mb * _MIB if self.use_tmpfs else None)
-            fonts = self.settings.runtime_dir / "mplconfig"
-            if language is Language.PYTHON and fonts.is_dir():
-                for cache in fonts.glob("fontlist-*.json"):
-                    workspace.copy_in(cache, f".config/matplotlib/{cache.name}")
+            # Mounting can wait on the kernel tearing down another sandbox's namespaces:
+            # off the event loop, so that it never delays a run in progress.
+            await asyncio.to_thread(self._prepare_workspace, workspace, language)
         except BaseException:
-            workspace.destroy()
+            await asyncio.to_thread(workspace.destroy)
             if self.is_root:
                 self._free_uids.append(uid)
             raise
         sandbox = LocalSandbox(
-            self, language, sandbox_id, workspace, self._make_preexec(language, uid, gid)
+            self, language, sandbox_id, workspace, self._launcher(language, uid, gid)
         )
         self._live[sandbox_id] = sandbox
         try:

@@ -128,6 +128,10 @@ def bwrap_command(language: Language, paths: SandboxPaths, hostname: str = "sand
         "--bind",
         str(paths.tmp),
         "/tmp",
+        # Everything not mounted writable above (/, /etc, /opt, ...) becomes read-only: the
+        # workspace and /tmp, with their size limit, are the only places to write.
+        "--remount-ro",
+        "/",
         "--chdir",
         "/home/user",
         "--clearenv",

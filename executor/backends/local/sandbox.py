@@ -87,13 +87,13 @@ class LocalSandbox:
         language: Language,
         sandbox_id: str,
         workspace: Workspace,
-        make_preexec: Callable[[int, int, CgroupHandle | None], Callable[[], None]],
+        launcher: Callable[[int, CgroupHandle | None], list[str]],
     ) -> None:
         self._backend = backend
         self._language = language
         self._id = sandbox_id
         self.workspace = workspace
-        self._make_preexec = make_preexec
+        self._launcher = launcher
         self._proc: asyncio.subprocess.Process | None = None
         self._cgroup: CgroupHandle | None = None
         self._control_writer: asyncio.StreamWriter | None = None
@@ -128,7 +128,9 @@ class LocalSandbox:
     async def start(self) -> None:
         """Start bubblewrap and wait until the runner says it is ready."""
         loop = asyncio.get_running_loop()
-        self._cgroup = self._backend.cgroups.create(f"{self._id}-{self._generation}")
+        self._cgroup = await asyncio.to_thread(
+            self._backend.cgroups.create, f"{self._id}-{self._generation}"
+        )
         paths = SandboxPaths(
             home=self.workspace.home,
             tmp=self.workspace.tmp,
@@ -139,23 +141,22 @@ class LocalSandbox:
         out_r, out_w = os.pipe()
         try:
             self._proc = await asyncio.create_subprocess_exec(
+                *self._launcher(out_w, self._cgroup),
                 *bwrap_command(self._language, paths),
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=in_r,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin"},
-                preexec_fn=self._make_preexec(in_r, out_w, self._cgroup),
-                pass_fds=(3, 4),
+                pass_fds=(out_w,),
                 start_new_session=True,
             )
         except BaseException:
-            for fd in (in_r, in_w, out_r, out_w):
-                os.close(fd)
+            os.close(in_w)
+            os.close(out_r)
             raise
         finally:
-            with contextlib.suppress(OSError):
-                os.close(in_r)
-                os.close(out_w)
+            os.close(in_r)
+            os.close(out_w)
         self._control_reader = asyncio.StreamReader(limit=_CONTROL_LIMIT)
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(self._control_reader),  # type: ignore[arg-type]
@@ -241,6 +242,19 @@ class LocalSandbox:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGINT)
+
+    async def _kill_strays(self) -> None:
+        """After an interrupted run, kill what it started (children, forks) but the runner."""
+        keep = {self._runner_pid or self._find_runner_pid()}
+        # Strays may still be forking: repeat until none is left (the pids limit bounds it).
+        for _ in range(100):
+            strays = [p for p in self.process_ids() if p not in keep and _comm(p) != "bwrap"]
+            if not strays:
+                return
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.01)
 
     def _find_runner_pid(self) -> int | None:
         if self._proc is None:
@@ -365,6 +379,8 @@ class LocalSandbox:
                         done = await asyncio.wait_for(
                             asyncio.shield(done_task), settings.interrupt_grace_s
                         )
+                    if done is not None:
+                        await self._kill_strays()
                 if done is None:
                     killed = True
                     await self._kill()

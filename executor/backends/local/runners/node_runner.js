@@ -33,6 +33,19 @@
  *   We deliberately never call process.on('SIGINT'): a libuv handler would replace the
  *   watchdog's, and vm's breakOnSigint would briefly reset SIGINT to its default (fatal)
  *   disposition around each call.
+ *
+ * Limits:
+ * - Only the synchronous part of a cell runs under the watchdog. JavaScript that hangs later on
+ *   the main thread (`await x; while (true) {}`, where the loop runs as a microtask, or a timer
+ *   callback that never returns) cannot be interrupted, as in the Node REPL: the SIGINT stays
+ *   pending, the runner stays alive but stuck, and only killing it helps. (Terminating such code
+ *   from a helper thread was tried: inside timer/immediate/nextTick callbacks it corrupts Node's
+ *   async-hooks stack and internal queues, aborting the process.)
+ * - A cell that installs its own process.on('SIGINT') listener breaks interrupts (see above).
+ * - Dynamic import() fails in cells (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING: code evaluated
+ *   through the inspector has no module referrer); require() works.
+ * - Re-declaring a name with a different kind in a later cell (let x, then const x) is still a
+ *   SyntaxError; the same kind again (const x, then const x) is fine.
  */
 
 const fs = require('fs');
@@ -46,8 +59,8 @@ const { createRequire } = require('module');
 // User code shares the global lexical scope with this file (e.g. `let process = 1` in a cell
 // would shadow the global), so keep our own references to the globals we use.
 const {
-  process, Promise, JSON, Object, String, Number, BigInt, Buffer, Error,
-  setInterval, clearInterval, Atomics, Int32Array, SharedArrayBuffer,
+  process, Promise, JSON, Object, String, Number, BigInt, Boolean, Math, Buffer, Error,
+  setInterval, clearInterval, setImmediate, Atomics, Int32Array, SharedArrayBuffer,
 } = globalThis;
 
 const CTRL_IN = 3;
@@ -115,15 +128,20 @@ async function flushStdio() {
 // ---------------------------------------------------------------------------------------------
 // SIGINT: watchdog + pending flag
 
-const sigint = (() => {
-  let binding;
+function contextifyBinding() {
   const { emitWarning } = process;
   process.emitWarning = () => {}; // process.binding warns under --pending-deprecation
   try {
-    binding = process.binding('contextify');
-  } catch { /* fall through */ } finally {
+    return process.binding('contextify');
+  } catch {
+    return null;
+  } finally {
     process.emitWarning = emitWarning;
   }
+}
+
+const sigint = (() => {
+  const binding = contextifyBinding();
   if (binding && typeof binding.startSigintWatchdog === 'function' &&
       typeof binding.stopSigintWatchdog === 'function' && binding.startSigintWatchdog()) {
     // One permanent start: SIGINT is now handled by the watchdog thread for good. Nested
@@ -208,9 +226,12 @@ async function initInspector() {
   globalObjectId = result.objectId;
 }
 
-/** The real JS value behind an inspector RemoteObject. */
+/**
+ * The real JS value behind an inspector RemoteObject, boxed as {value}: an async function
+ * returning a Promise (or any thenable) directly would adopt it.
+ */
 async function materialize(remote) {
-  if (!remote) return undefined;
+  if (!remote) return { value: undefined };
   if (remote.objectId) {
     await post('Runtime.callFunctionOn', {
       objectId: globalObjectId,
@@ -220,13 +241,13 @@ async function materialize(remote) {
     });
     const value = globalThis[STASH_KEY];
     globalThis[STASH_KEY] = undefined;
-    return value;
+    return { value };
   }
   if (remote.unserializableValue !== undefined) {
     const text = remote.unserializableValue; // NaN, Infinity, -Infinity, -0, 123n
-    return text.endsWith('n') ? BigInt(text.slice(0, -1)) : Number(text);
+    return { value: text.endsWith('n') ? BigInt(text.slice(0, -1)) : Number(text) };
   }
-  return remote.type === 'undefined' ? undefined : remote.value;
+  return { value: remote.type === 'undefined' ? undefined : remote.value };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +257,7 @@ function display(value) {
   if (value === undefined) return null;
   // Same options as the Node REPL's default writer (colors off: the output is not a terminal).
   let text = util.inspect(value, { ...util.inspect.defaultOptions, showProxy: true, colors: false });
+  if (text.includes('    at ')) text = stripRunnerFrames(text); // stacks of Error values
   if (text.length > MAX_VALUE_CHARS) text = `${text.slice(0, MAX_VALUE_CHARS)}... [${text.length} characters in all]`;
   return text;
 }
@@ -253,13 +275,25 @@ function isErrorLike(value) {
   return value !== null && typeof value === 'object' && typeof value.stack === 'string' && 'message' in value;
 }
 
-const INTERNAL_FRAME = /\(?node:inspector[:)]|\(?node:vm[:)]|\(?node:internal\/inspector/;
+// Frames of the inspector dispatch and of this runner, below the cell's own frames.
+const RUNNER_FRAME = /^\s+at .*(?:\(?node:inspector[:)]|\(?node:vm[:)]|\(?node:internal\/inspector)/;
+const FRAME = /^\s+at /;
 
-/** Drop the stack frames below the cell: the inspector dispatch and this runner. */
-function cleanStack(stack) {
-  const lines = stack.split('\n');
-  const cut = lines.findIndex((line) => /^\s+at /.test(line) && (line.includes(__filename) || INTERNAL_FRAME.test(line)));
-  return (cut === -1 ? lines : lines.slice(0, cut)).join('\n').trimEnd();
+/**
+ * Remove the frames below the cell (inspector dispatch, this runner) from stack text, also when
+ * it is embedded in util.inspect output: from the first runner frame of a stack, skip frames up
+ * to the next line that is not a frame.
+ */
+function stripRunnerFrames(text) {
+  const kept = [];
+  let skipping = false;
+  for (const line of text.split('\n')) {
+    const isFrame = FRAME.test(line);
+    if (isFrame && (line.includes(__filename) || RUNNER_FRAME.test(line))) skipping = true;
+    else if (!isFrame) skipping = false;
+    if (!skipping) kept.push(line);
+  }
+  return kept.join('\n');
 }
 
 /** Node-style "cell-3:2\n  bad line\n     ^\n\n" header for a SyntaxError (its stack has no position). */
@@ -279,7 +313,7 @@ function describeThrown(thrown, code, cellName, details) {
   if (isErrorLike(thrown)) {
     const name = safeString(thrown.name) || 'Error';
     const value = safeString(thrown.message);
-    let traceback = cleanStack(safeString(thrown.stack) || `${name}: ${value}`);
+    let traceback = stripRunnerFrames(safeString(thrown.stack) || `${name}: ${value}`).trimEnd();
     if (name === 'SyntaxError' && !traceback.includes(`${cellName}:`)) {
       traceback = syntaxErrorHeader(code, cellName, details) + traceback;
     }
@@ -312,13 +346,14 @@ async function evaluate(code) {
   const expression = `${wrapObjectLiteral(code)}\n//# sourceURL=${cellName}`;
 
   // The synchronous part of the cell runs inside session.post, i.e. inside interruptible().
-  // With awaitPromise, the response comes once the cell (including top-level awaits) settles.
+  // In replMode the response comes once the cell's own top-level awaits are done; a Promise as
+  // the last value is not awaited (awaitPromise: false), as in the REPL.
   const evaluation = new Promise((resolve) => {
     try {
       interruptible(() => session.post('Runtime.evaluate', {
         expression,
         replMode: true,
-        awaitPromise: true,
+        awaitPromise: false,
         silent: true,
         objectGroup: CELL_GROUP,
       }, (err, response) => resolve(err ? { protocolError: err } : { response })));
@@ -337,12 +372,12 @@ async function evaluate(code) {
   try {
     if (exceptionDetails) {
       const thrown = exceptionDetails.exception
-        ? await materialize(exceptionDetails.exception)
+        ? (await materialize(exceptionDetails.exception)).value
         : new Error(exceptionDetails.text || 'Uncaught');
       // Reading name/message/stack may run user getters: keep that interruptible too.
       return { error: interruptible(() => describeThrown(thrown, code, cellName, exceptionDetails)) };
     }
-    const value = await materialize(result);
+    const { value } = await materialize(result);
     return { value: interruptible(() => display(value)) };
   } catch (err) {
     if (isInterrupt(err)) return { error: KEYBOARD_INTERRUPT };
@@ -371,6 +406,9 @@ async function handleRun(message) {
   }
   post('Runtime.releaseObjectGroup', { objectGroup: CELL_GROUP }).catch(() => {});
 
+  // One macrotask turn: lets Node report rejections the cell left unhandled (and run immediate
+  // callbacks) before the sentinel, so their "Uncaught ..." lands in this run's stderr.
+  await new Promise((resolve) => setImmediate(resolve));
   await flushStdio();
   const sentinel = `\x1eCE-END:${id}\x1f\n`;
   writeAllSync(1, sentinel);
@@ -391,7 +429,7 @@ async function handleRun(message) {
 function reportUncaught(err) {
   let text;
   try {
-    text = `Uncaught ${util.inspect(err)}\n`;
+    text = `Uncaught ${stripRunnerFrames(util.inspect(err))}\n`;
   } catch {
     text = 'Uncaught exception\n';
   }

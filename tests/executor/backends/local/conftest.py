@@ -1,0 +1,83 @@
+"""Fixtures for the local backend: real bubblewrap sandboxes, no mocks."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from executor.backends.local.backend import LocalBackend
+from executor.backends.local.sandbox import LocalSandbox
+from executor.config import ExecutorSettings
+from schemas.languages import Language
+
+MakeBackend = Callable[..., Awaitable[LocalBackend]]
+MakeSandbox = Callable[..., Awaitable[LocalSandbox]]
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    # Not under pytest's tmp_path: that lives in a 0700 directory the sandbox uid cannot cross.
+    path = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+async def make_backend(state_dir: Path) -> AsyncIterator[MakeBackend]:
+    backends: list[LocalBackend] = []
+
+    async def factory(**overrides: Any) -> LocalBackend:
+        backend = LocalBackend(ExecutorSettings(state_dir=state_dir, **overrides))
+        await backend.start()
+        backends.append(backend)
+        return backend
+
+    yield factory
+    for backend in reversed(backends):
+        await backend.close()
+
+
+@pytest.fixture
+async def backend(make_backend: MakeBackend) -> LocalBackend:
+    return await make_backend()
+
+
+@pytest.fixture
+async def make_sandbox(backend: LocalBackend) -> AsyncIterator[MakeSandbox]:
+    sandboxes: list[LocalSandbox] = []
+
+    async def factory(language: Language = Language.PYTHON) -> LocalSandbox:
+        sandbox = await backend.create(language)
+        sandboxes.append(sandbox)
+        return sandbox
+
+    yield factory
+    for sandbox in sandboxes:
+        with contextlib.suppress(Exception):
+            await sandbox.close()
+
+
+@pytest.fixture
+async def py(make_sandbox: MakeSandbox) -> LocalSandbox:
+    return await make_sandbox(Language.PYTHON)
+
+
+@pytest.fixture
+async def sh(make_sandbox: MakeSandbox) -> LocalSandbox:
+    return await make_sandbox(Language.BASH)
+
+
+@pytest.fixture
+async def c(make_sandbox: MakeSandbox) -> LocalSandbox:
+    return await make_sandbox(Language.C)
+
+
+@pytest.fixture
+async def js(make_sandbox: MakeSandbox) -> LocalSandbox:
+    return await make_sandbox(Language.JAVASCRIPT)
