@@ -57,7 +57,8 @@ class WarmPool:
     @property
     def ready(self) -> int:
         """Sandboxes ready now."""
-        return sum(1 for item in self._ready._queue if not isinstance(item, BaseException))  # type: ignore[attr-defined]
+        queued: list[object] = list(self._ready._queue)  # type: ignore[attr-defined]
+        return sum(1 for item in queued if not isinstance(item, BaseException))
 
     def _wanted(self) -> int:
         return self.size + min(max(self._waiting - self._ready.qsize(), 0), _MAX_BURST)
@@ -122,8 +123,8 @@ class WarmPool:
 
     def _discard(self, sandbox: Sandbox) -> None:
         task = asyncio.create_task(sandbox.close())
-        self._tasks.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def state(self) -> dict[str, Any]:
         """Numbers for /health."""

@@ -235,7 +235,7 @@ class Executor:
 
     def metrics_text(self) -> str:
         """Prometheus exposition text."""
-        gauges = {
+        gauges: dict[str, list[tuple[dict[str, str], float]]] = {
             "code_exec_pool_ready": [
                 ({"language": lang.value}, float(pool.ready)) for lang, pool in self.pools.items()
             ],

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from executor.backends.local.bwrap import write_etc
+from executor.backends.local.bwrap import SANDBOX_RUNTIME, write_etc
 from executor.backends.local.limits import CgroupHandle, CgroupLimiter
 from executor.backends.local.sandbox import LocalSandbox
 from executor.backends.local.workspace import Workspace, tmpfs_supported
@@ -68,6 +68,7 @@ class LocalBackend:
         self._live: dict[str, LocalSandbox] = {}
         self._counter = 0
         self._bwrap_version = ""
+        self._font_caches: list[Path] = []
 
     async def start(self) -> None:
         """Check the host, clean what a dead executor left, and say which limits apply."""
@@ -89,9 +90,9 @@ class LocalBackend:
         self._cleanup_stale()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
-        base = self.settings.state_dir
-        if base.stat().st_uid == os.geteuid():
-            os.chmod(base, base.stat().st_mode | 0o011)
+        state_base = self.settings.state_dir
+        if state_base.stat().st_uid == os.geteuid():
+            os.chmod(state_base, state_base.stat().st_mode | 0o011)
         if self.is_root:
             # Sandboxes run as other uids: bubblewrap must be able to walk to what they mount.
             for needed in (self.state_dir, self.settings.runtime_dir):
@@ -103,6 +104,7 @@ class LocalBackend:
                             "CODE_EXEC_RUNTIME_DIR to a path whose parents are"
                         )
         write_etc(self.etc_dir)
+        self._font_caches = self._relocate_font_caches()
         self.use_tmpfs = self.is_root and tmpfs_supported(self.state_dir)
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
@@ -214,11 +216,23 @@ class LocalBackend:
 
         return prefix
 
+    def _relocate_font_caches(self) -> list[Path]:
+        """matplotlib's prebuilt font cache, with the runtime's paths as the sandbox sees them."""
+        built = self.settings.runtime_dir / "mplconfig"
+        relocated = []
+        for cache in sorted(built.glob("fontlist-*.json")) if built.is_dir() else []:
+            text = cache.read_text().replace(
+                str(self.settings.runtime_dir.resolve()), str(SANDBOX_RUNTIME)
+            )
+            target = self.state_dir / cache.name
+            target.write_text(text)
+            relocated.append(target)
+        return relocated
+
     def _prepare_workspace(self, workspace: Workspace, language: Language) -> None:
         workspace.create(self.settings.disk_limit_mb * _MIB if self.use_tmpfs else None)
-        fonts = self.settings.runtime_dir / "mplconfig"
-        if language is Language.PYTHON and fonts.is_dir():
-            for cache in fonts.glob("fontlist-*.json"):
+        if language is Language.PYTHON:
+            for cache in self._font_caches:
                 workspace.copy_in(cache, f".config/matplotlib/{cache.name}")
 
     async def create(self, language: Language) -> LocalSandbox:

@@ -13,6 +13,8 @@ from schemas.languages import Language
 
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 SANDBOX_RUNNERS = "/opt/code-exec/runners"
+# Fixed, so that no host path of the runtime (which may lie under /tmp) is shadowed or shown.
+SANDBOX_RUNTIME = Path("/opt/code-exec/runtime")
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 
@@ -37,9 +39,9 @@ class SandboxPaths:
     etc: Path
 
 
-def runner_command(language: Language, runtime: Path) -> list[str]:
+def runner_command(language: Language) -> list[str]:
     """The command that starts the runner of a language inside the sandbox."""
-    python = str(runtime / "python" / "bin" / "python")
+    python = str(SANDBOX_RUNTIME / "python" / "bin" / "python")
     match language:
         case Language.PYTHON:
             return [python, "-I", f"{SANDBOX_RUNNERS}/python_runner.py", "python"]
@@ -51,16 +53,19 @@ def runner_command(language: Language, runtime: Path) -> list[str]:
             return ["/usr/bin/node", f"{SANDBOX_RUNNERS}/node_runner.js"]
 
 
-def sandbox_environment(runtime: Path) -> dict[str, str]:
+def sandbox_environment() -> dict[str, str]:
     """The whole environment of a sandbox: nothing of the executor's own."""
     return {
-        "PATH": f"{runtime / 'python' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "PATH": f"{SANDBOX_RUNTIME / 'python' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": "/home/user",
         "USER": "user",
         "LOGNAME": "user",
         "SHELL": "/bin/bash",
         "LANG": "C.UTF-8",
         "TMPDIR": "/tmp",
+        # glibc reserves 64 MiB of address space per malloc arena and thread; with the
+        # address-space limit that would make a few threads exhaust it.
+        "MALLOC_ARENA_MAX": "2",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "module://code_exec_mpl_backend",
@@ -118,7 +123,7 @@ def bwrap_command(language: Language, paths: SandboxPaths, hostname: str = "sand
     args += [
         "--ro-bind",
         str(paths.runtime),
-        str(paths.runtime),
+        str(SANDBOX_RUNTIME),
         "--ro-bind",
         str(RUNNERS_DIR),
         SANDBOX_RUNNERS,
@@ -136,9 +141,9 @@ def bwrap_command(language: Language, paths: SandboxPaths, hostname: str = "sand
         "/home/user",
         "--clearenv",
     ]
-    for key, value in sandbox_environment(paths.runtime).items():
+    for key, value in sandbox_environment().items():
         args += ["--setenv", key, value]
-    args += ["--", *runner_command(language, paths.runtime)]
+    args += ["--", *runner_command(language)]
     return args
 
 

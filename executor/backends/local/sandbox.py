@@ -396,8 +396,9 @@ class LocalSandbox:
             for task in pending:
                 task.cancel()
         except BaseException:
-            for task in (*pumps, done_task):
-                task.cancel()
+            done_task.cancel()
+            for pump in pumps:
+                pump.cancel()
             # A run cancelled half-way leaves the runner in an unknown state.
             await self._kill()
             raise

@@ -3,14 +3,18 @@
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
 from executor.backends.local.backend import LocalBackend
+from executor.backends.local.bwrap import SANDBOX_RUNTIME
 from executor.backends.local.sandbox import LocalSandbox
 from schemas.languages import Language
 
 from ._helpers import host_uid, ok, read_bytes, run
+
+REPO = Path(__file__).resolve().parents[4]
 
 pytestmark = pytest.mark.anyio
 
@@ -196,8 +200,9 @@ async def test_host_files_invisible(backend: LocalBackend, make_sandbox) -> None
         "/root",
         "/etc/shadow",
         "/etc/ssh",
-        "/work/main/pyproject.toml",
-        "/work/main/executor",
+        str(REPO / "pyproject.toml"),
+        str(REPO / "executor"),
+        str(backend.settings.runtime_dir),
         str(backend.state_dir),
         str(other.workspace.home / "secret.txt"),
         str(sandbox.workspace.home),
@@ -217,21 +222,21 @@ for path in {paths!r}:
                 result[path] = f.read(100).decode(errors='replace')
     except OSError as exc:
         result[path] = exc.__class__.__name__
-print(json.dumps({{'result': result, 'work': sorted(os.listdir('/work/main'))}}))
+print(json.dumps({{'result': result, 'repo': os.path.exists({str(REPO)!r})}}))
 """
     results = await probe(sandbox, code)
     for path, seen in results["result"].items():
         assert seen in ("FileNotFoundError", "PermissionError", []), (path, seen)
-    # Only the runtime is mounted from the repository.
-    assert results["work"] == [backend.settings.runtime_dir.name]
+    # Nothing of the repository is visible at its host path (the runtime is at SANDBOX_RUNTIME).
+    assert results["repo"] is False
 
 
 async def test_runtime_and_system_read_only(backend: LocalBackend, py: LocalSandbox) -> None:
     targets = [
         "/usr/x",
         "/usr/bin/python3",
-        str(backend.settings.runtime_dir / "python" / "x"),
-        str(backend.settings.runtime_dir / "python" / "bin" / "python"),
+        str(SANDBOX_RUNTIME / "python" / "x"),
+        str(SANDBOX_RUNTIME / "python" / "bin" / "python"),
         "/opt/code-exec/runners/python_runner.py",
         "/opt/code-exec/runners/x",
         "/etc/passwd",
