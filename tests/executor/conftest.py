@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,9 @@ class ExecutorProcess:
         raise AssertionError("no VmRSS")
 
 
-@pytest.fixture(scope="module")
-def executor_process() -> Iterator[ExecutorProcess]:
-    """A real executor process (module-wide: it keeps warm pools)."""
+@contextmanager
+def start_executor_process(**settings: str) -> Iterator[ExecutorProcess]:
+    """Run `code-exec executor` on a free loopback port with CODE_EXEC_* overrides."""
     port = _free_port()
     state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
     os.chmod(state, 0o755)
@@ -78,8 +79,7 @@ def executor_process() -> Iterator[ExecutorProcess]:
         **os.environ,
         "CODE_EXEC_INTERNAL_TOKEN": TOKEN,
         "CODE_EXEC_STATE_DIR": str(state),
-        "CODE_EXEC_POOL_SIZES": '{"python": 4, "javascript": 1, "bash": 1, "c": 1}',
-        "CODE_EXEC_POOL_WAIT_S": "30",
+        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
     }
     process = subprocess.Popen(
         [
@@ -114,3 +114,12 @@ def executor_process() -> Iterator[ExecutorProcess]:
         except subprocess.TimeoutExpired:
             process.kill()
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def executor_process() -> Iterator[ExecutorProcess]:
+    """A real executor process (module-wide: it keeps warm pools)."""
+    with start_executor_process(
+        pool_sizes='{"python": 4, "javascript": 1, "bash": 1, "c": 1}', pool_wait_s="30"
+    ) as process:
+        yield process

@@ -234,3 +234,15 @@ def test_stateless_sandboxes_are_never_reused(executor_process: ExecutorProcess)
     )
     outputs = [post(executor_process, {"code": code}).json()["stdout"] for _ in range(6)]
     assert outputs == ["False\n"] * 6
+
+
+def test_an_empty_pool_answers_503_with_retry_after() -> None:
+    from tests.executor.conftest import start_executor_process
+
+    with start_executor_process(
+        pool_sizes='{"python": 0, "javascript": 0, "bash": 0, "c": 0}', pool_wait_s="0.001"
+    ) as proc:
+        response = post(proc, {"code": "print(1)"})
+        assert response.status_code == 503, response.text
+        assert int(response.headers["Retry-After"]) >= 1
+        assert "retry" in response.json()["error"]["message"]
