@@ -32,7 +32,11 @@ def _executor(args: argparse.Namespace, *, dev: bool) -> int:
             file=sys.stderr,
         )
     print(f"code-exec: executor on http://{settings.host}:{settings.port}", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    # The standard asyncio loop, not uvloop: sandboxes' control pipes are handed to the loop as
+    # file objects, which uvloop closes behind their back (seen as EBADF under load).
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=args.log_level, loop="asyncio"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from executor.config import ExecutorSettings
 from executor.deps import ExecutorDep, UserDep, check_token
@@ -43,6 +44,28 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+class BodyLimit:
+    """Answer 413 before reading a body whose declared length is over the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check Content-Length, then pass the request on."""
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = _error_response(
+                        PayloadTooLarge(
+                            f"request body is {int(value)} bytes, above the limit of {self.limit}"
+                        )
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: ExecutorSettings | None = None, executor: Executor | None = None
 ) -> FastAPI:
@@ -72,15 +95,7 @@ def create_app(
     guarded = [Depends(check_token)]
     body_limit = settings.max_code_bytes + settings.max_file_bytes + 64 * 1024
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > body_limit:
-            return _error_response(
-                PayloadTooLarge(f"request body is {length} bytes, above the limit of {body_limit}")
-            )
-        response: Response = await call_next(request)
-        return response
+    app.add_middleware(BodyLimit, limit=body_limit)
 
     @app.exception_handler(ExecutorError)
     async def executor_error(request: Request, exc: ExecutorError) -> JSONResponse:
@@ -113,7 +128,9 @@ def create_app(
     ) -> Any:
         """Run code in a fresh sandbox, or in a session."""
         if not stream:
-            return await executor.execute(request, user)
+            result = await executor.execute(request, user)
+            # Serialised once, by pydantic's core, rather than revalidated by FastAPI.
+            return Response(result.model_dump_json(), media_type="application/json")
         return StreamingResponse(
             _stream_execution(executor, request, user), media_type="application/x-ndjson"
         )
