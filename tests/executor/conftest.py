@@ -70,11 +70,19 @@ class ExecutorProcess:
 
 
 @contextmanager
-def start_executor_process(**settings: str) -> Iterator[ExecutorProcess]:
-    """Run `code-exec executor` on a free loopback port with CODE_EXEC_* overrides."""
+def start_executor_process(
+    state: Path | None = None, wait_ready: bool = False, **settings: str
+) -> Iterator[ExecutorProcess]:
+    """Run `code-exec executor` on a free loopback port with CODE_EXEC_* overrides.
+
+    With wait_ready, returns once every pool is full; the state dir is removed at the end
+    unless the caller gave one.
+    """
     port = _free_port()
-    state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
-    os.chmod(state, 0o755)
+    owned = state is None
+    if state is None:
+        state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
+        os.chmod(state, 0o755)
     env = {
         **os.environ,
         "CODE_EXEC_INTERNAL_TOKEN": TOKEN,
@@ -98,10 +106,13 @@ def start_executor_process(**settings: str) -> Iterator[ExecutorProcess]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+            health = httpx.get(f"{url}/health", timeout=1).json()
+            pools = health["pools"].values()
+            if not wait_ready or all(p["ready"] >= p["size"] for p in pools):
                 break
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     else:
         process.kill()
         raise AssertionError("executor did not start")
@@ -113,7 +124,8 @@ def start_executor_process(**settings: str) -> Iterator[ExecutorProcess]:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
-        shutil.rmtree(state, ignore_errors=True)
+        if owned:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
