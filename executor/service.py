@@ -246,6 +246,10 @@ class Executor:
             "code_exec_sandboxes_started_total": [
                 ({"language": lang.value}, float(pool.created)) for lang, pool in self.pools.items()
             ],
+            "code_exec_sandbox_start_seconds_total": [
+                ({"language": lang.value}, pool.start_seconds_total)
+                for lang, pool in self.pools.items()
+            ],
             "code_exec_sessions_open": [({}, float(len(self.sessions)))],
         }
         return self.metrics.render(gauges)

@@ -30,6 +30,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def executor_state_dir() -> Iterator[Path]:
+    """A state dir under /tmp: pytest's tmp_path lies in a 0700 directory sandbox uids cannot
+    cross to reach the mounts."""
     path = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
     os.chmod(path, 0o755)
     yield path

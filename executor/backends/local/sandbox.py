@@ -16,7 +16,6 @@ import secrets
 import shlex
 import signal
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from executor.backends.base import OutputCallback, RunOutcome
@@ -488,7 +487,3 @@ class LocalSandbox:
     async def memory_bytes(self) -> int | None:
         """Resident memory of all processes of the sandbox."""
         return sum(_rss_bytes(pid) for pid in self.process_ids()) or None
-
-    def workspace_path(self) -> Path:
-        """Host path of /home/user."""
-        return self.workspace.home

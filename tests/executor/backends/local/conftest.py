@@ -1,10 +1,7 @@
 """Fixtures for the local backend: real bubblewrap sandboxes, no mocks."""
 
 import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +17,11 @@ MakeSandbox = Callable[..., Awaitable[LocalSandbox]]
 
 
 @pytest.fixture
-def state_dir() -> Iterator[Path]:
-    # Not under pytest's tmp_path: that lives in a 0700 directory the sandbox uid cannot cross.
-    path = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-async def make_backend(state_dir: Path) -> AsyncIterator[MakeBackend]:
+async def make_backend(executor_state_dir: Path) -> AsyncIterator[MakeBackend]:
     backends: list[LocalBackend] = []
 
     async def factory(**overrides: Any) -> LocalBackend:
-        backend = LocalBackend(ExecutorSettings(state_dir=state_dir, **overrides))
+        backend = LocalBackend(ExecutorSettings(state_dir=executor_state_dir, **overrides))
         await backend.start()
         backends.append(backend)
         return backend
