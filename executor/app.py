@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -134,6 +135,19 @@ def create_app(
         return StreamingResponse(
             _stream_execution(executor, request, user), media_type="application/x-ndjson"
         )
+
+    @app.get("/executions/{execution_id}/output", dependencies=guarded)
+    async def execution_output(
+        execution_id: str,
+        executor: ExecutorDep,
+        user: UserDep,
+        stream: str = "stdout",
+        offset: Annotated[int, Query(ge=0, description="First line, from 0.")] = 0,
+        limit: Annotated[int, Query(gt=0, le=100_000)] = 200,
+    ) -> dict[str, Any]:
+        """Lines of the whole output of a run whose result was cut (its owner only)."""
+        page = await executor.read_output(execution_id, user, stream, offset, limit)
+        return asdict(page)
 
     @app.post("/sessions", dependencies=guarded, response_model=SessionInfo)
     async def open_session(

@@ -1,8 +1,13 @@
 """Output captured from a stream while it is produced, held in bounded memory.
 
 A program may print a gigabyte; we keep the first and the last max_bytes/2 and count the rest,
-so memory stays flat whatever the program does. The counts say what was cut.
+so memory stays flat whatever the program does. The counts say what was cut. With a spill
+path, output past the in-memory head also goes to a file (up to spill_limit bytes), so that
+the whole of it can be read back later; the file is only created when it is needed.
 """
+
+from pathlib import Path
+from typing import BinaryIO
 
 _CONTINUATION_MASK = 0xC0
 _CONTINUATION = 0x80
@@ -41,7 +46,9 @@ def trim_incomplete_utf8_start(data: bytes) -> bytes:
 class StreamCapture:
     """Keeps the head and the tail of a byte stream, counting bytes and lines of all of it."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(
+        self, max_bytes: int, spill_path: Path | None = None, spill_limit: int = 0
+    ) -> None:
         self.head_limit = max_bytes // 2
         self.tail_limit = max_bytes - self.head_limit
         self.head = bytearray()
@@ -49,6 +56,41 @@ class StreamCapture:
         self.total_bytes = 0
         self._newlines = 0
         self._ends_with_newline = True
+        self.spill_path = spill_path
+        self._spill_limit = spill_limit
+        self._spill: BinaryIO | None = None
+        self.spilled_bytes = 0
+
+    def _spill_write(self, data: bytes) -> None:
+        if self.spill_path is None or self.spilled_bytes >= self._spill_limit:
+            return
+        if self._spill is None:
+            self._spill = open(self.spill_path, "wb")  # noqa: SIM115  (closed by close())
+            self._spill.write(self.head)
+            self.spilled_bytes = len(self.head)
+        data = data[: self._spill_limit - self.spilled_bytes]
+        self._spill.write(data)
+        self.spilled_bytes += len(data)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether a spill file holds the output past the head."""
+        return self._spill is not None
+
+    def close(self) -> None:
+        """Finish the spill file; when it hit its limit, append the tail after a marker."""
+        if self._spill is None or self._spill.closed:
+            return
+        missing = self.total_bytes - self.spilled_bytes
+        if missing > 0:
+            tail = self.tail[-min(len(self.tail), missing) :]
+            lost = missing - len(tail)
+            if lost > 0:
+                self._spill.write(
+                    f"\n[... {lost} bytes not kept: over the output store's limit ...]\n".encode()
+                )
+            self._spill.write(tail)
+        self._spill.close()
 
     def feed(self, data: bytes) -> None:
         """Take the next chunk of the stream."""
@@ -62,6 +104,7 @@ class StreamCapture:
             self.head += data[:room]
             data = data[room:]
         if data:
+            self._spill_write(data)
             self._tail += data
             # Trim in batches: amortised O(1) per byte instead of a copy per chunk.
             if len(self._tail) > 2 * self.tail_limit:
@@ -86,6 +129,13 @@ class StreamCapture:
     def kept_bytes(self) -> int:
         """Bytes held."""
         return len(self.head) + len(self.tail)
+
+    def full_text(self) -> str:
+        """Everything captured: the spill file when there is one, else the text in memory."""
+        if self.spill_path is not None and self._spill is not None:
+            self.close()
+            return self.spill_path.read_bytes().decode("utf-8", errors="replace")
+        return self.text()
 
     def text(self) -> str:
         """The captured text, with a marker line where the middle was dropped."""

@@ -14,6 +14,7 @@ import httpx
 
 from executor.backends.base import OutputCallback
 from executor.errors import ERRORS_BY_CODE, ExecutorError, SandboxFailure, Unavailable
+from executor.outputs import OutputPage
 from executor.service import Executor
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
@@ -31,6 +32,17 @@ class ExecutorClient(Protocol):
         self, request: ExecuteRequest, user: str, on_output: OutputCallback | None = None
     ) -> ExecuteResult:
         """Run code; stream output to on_output when given."""
+        ...
+
+    async def read_output(
+        self,
+        execution_id: str,
+        user: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        limit: int = 200,
+    ) -> OutputPage:
+        """Lines of the whole output of a cut result."""
         ...
 
     async def open_session(self, language: Language, user: str) -> SessionInfo:
@@ -81,6 +93,17 @@ class InProcessClient:
     ) -> ExecuteResult:
         """Run code."""
         return await self.executor.execute(request, user, on_output)
+
+    async def read_output(
+        self,
+        execution_id: str,
+        user: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        limit: int = 200,
+    ) -> OutputPage:
+        """Lines of a stored output."""
+        return await self.executor.read_output(execution_id, user, stream, offset, limit)
 
     async def open_session(self, language: Language, user: str) -> SessionInfo:
         """Open a session."""
@@ -183,6 +206,24 @@ class HttpClient:
                         cls = ERRORS_BY_CODE.get(error["code"], ExecutorError)
                         raise cls(error["message"])
         raise SandboxFailure("the executor's stream ended without a result")
+
+    async def read_output(
+        self,
+        execution_id: str,
+        user: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        limit: int = 200,
+    ) -> OutputPage:
+        """Lines of a stored output."""
+        async with self._call():
+            response = await self._http.get(
+                f"/executions/{execution_id}/output",
+                params={"stream": stream, "offset": offset, "limit": limit},
+                headers={USER_HEADER: user},
+            )
+        _raise_for(response)
+        return OutputPage(**response.json())
 
     async def open_session(self, language: Language, user: str) -> SessionInfo:
         """Open a session."""

@@ -51,6 +51,15 @@ class ExecutorSettings(BaseSettings):
     )
     max_file_bytes: int = 64 * 1024 * 1024
 
+    default_output_tokens: int = Field(
+        default=2000, description="Token budget of a result when the request names none."
+    )
+    max_output_tokens: int = 100_000
+    min_output_tokens: int = 100
+    output_ttl_s: float = Field(default=3600.0, description="How long cut outputs stay readable.")
+    output_store_mb: int = Field(default=1024, description="Disk kept for cut outputs in all.")
+    output_spill_mb: int = Field(default=64, description="Bytes of one stream kept on disk.")
+
     memory_limit_mb: int = 1024
     pids_limit: int = 128
     disk_limit_mb: int = 512

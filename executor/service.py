@@ -6,17 +6,23 @@ both call it.
 
 import asyncio
 import logging
+import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from executor.backends import Backend, OutputCallback, RunOutcome, create_backend
 from executor.backends.base import Sandbox
+from executor.capture import StreamCapture
 from executor.config import ExecutorSettings
-from executor.errors import InvalidRequest, PayloadTooLarge
+from executor.errors import ExecutorError, InvalidRequest, PayloadTooLarge
 from executor.metrics import Metrics
+from executor.outputs import STREAMS, OutputPage, OutputStore
 from executor.pool import WarmPool
-from executor.sessions import SessionManager
+from executor.sessions import Session, SessionManager
+from executor.tokens import get_encoding
+from executor.truncation import Budget, fit_result, truncation_info
 from schemas.execution import ExecuteRequest, ExecuteResult, StreamTruncation, Truncation
 from schemas.files import FileInfo
 from schemas.languages import Language
@@ -57,24 +63,43 @@ class Executor:
             for language in Language
         }
         self.sessions = SessionManager(settings, self._acquire)
+        self.outputs = OutputStore(
+            settings.state_dir / f"outputs-{os.getpid()}",
+            settings.output_ttl_s,
+            settings.output_store_mb * 1024 * 1024,
+            settings.output_spill_mb * 1024 * 1024,
+        )
+        self._housekeeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
 
     async def start(self) -> None:
         """Start the backend, the pools and the session reaper."""
         await self.backend.start()
+        self.outputs.open()
+        # Build the default encoding now (about a second) rather than in the first request.
+        await asyncio.to_thread(get_encoding)
         for pool in self.pools.values():
             pool.start()
         self.sessions.start()
+        self._housekeeper = asyncio.create_task(self._sweep_outputs(), name="output-sweeper")
+
+    async def _sweep_outputs(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_s)
+            self.outputs.sweep()
 
     async def close(self) -> None:
         """Close sessions, pools and the backend; nothing is left running."""
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
         await self.sessions.close_all()
         for pool in self.pools.values():
             await pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.backend.close()
+        self.outputs.close()
 
     async def _acquire(self, language: Language) -> Sandbox:
         return await self.pools[language].acquire()
@@ -85,6 +110,19 @@ class Executor:
         task.add_done_callback(self._background.discard)
 
     # --- validation ---
+
+    def _budget(self, request: ExecuteRequest) -> int:
+        settings = self.settings
+        tokens = request.max_output_tokens or settings.default_output_tokens
+        if tokens > settings.max_output_tokens:
+            raise InvalidRequest(
+                f"max_output_tokens {tokens} is above the limit of {settings.max_output_tokens}"
+            )
+        if tokens < settings.min_output_tokens:
+            raise InvalidRequest(
+                f"max_output_tokens {tokens} is below the minimum of {settings.min_output_tokens}"
+            )
+        return tokens
 
     def _check(self, request: ExecuteRequest) -> float:
         settings = self.settings
@@ -113,44 +151,51 @@ class Executor:
     ) -> ExecuteResult:
         """Run the request's code and return its result (the code's failures are values)."""
         timeout = self._check(request)
+        budget_tokens = self._budget(request)
+        encoding = get_encoding(request.token_encoding)
         env = request.env or {}
-        began = time.perf_counter()
-        if request.session_id is not None:
-            session = self.sessions.get(request.session_id, user)
-            language = session.language
-            if request.language is not None and request.language is not language:
-                raise InvalidRequest(
-                    f"session {request.session_id!r} runs {language.value}, not "
-                    f"{request.language.value}; omit language or open a "
-                    f"{request.language.value} session"
-                )
-            async with session.lock:
-                began = time.perf_counter()
-                for path, content in (request.files or {}).items():
-                    await session.sandbox.write_file(path, content.encode())
-                outcome = await session.sandbox.run(
-                    request.code, env=env, timeout=timeout, keep_state=True, on_output=on_output
-                )
-                session.runs += 1
-                session.touch()
-        else:
-            language = request.language or Language.PYTHON
-            sandbox = await self.pools[language].acquire()
-            try:
-                began = time.perf_counter()
-                for path, content in (request.files or {}).items():
-                    await sandbox.write_file(path, content.encode())
-                outcome = await sandbox.run(
-                    request.code, env=env, timeout=timeout, keep_state=False, on_output=on_output
-                )
-            finally:
-                # Never reused: destroyed off the response path.
-                self._in_background(sandbox.close())
+        execution_id = f"exe_{secrets.token_hex(12)}"
+        captures = {
+            stream: self.outputs.capture(execution_id, stream, self.settings.max_output_bytes)
+            for stream in STREAMS
+        }
+        session: Session | None = None
+        try:
+            if request.session_id is not None:
+                session = self.sessions.get(request.session_id, user)
+                language = session.language
+                if request.language is not None and request.language is not language:
+                    raise InvalidRequest(
+                        f"session {request.session_id!r} runs {language.value}, not "
+                        f"{request.language.value}; omit language or open a "
+                        f"{request.language.value} session"
+                    )
+                async with session.lock:
+                    began = time.perf_counter()
+                    outcome = await self._run_in(
+                        session.sandbox, request, env, timeout, True, on_output, captures
+                    )
+                    session.runs += 1
+                    session.touch()
+            else:
+                language = request.language or Language.PYTHON
+                sandbox = await self.pools[language].acquire()
+                try:
+                    began = time.perf_counter()
+                    outcome = await self._run_in(
+                        sandbox, request, env, timeout, False, on_output, captures
+                    )
+                finally:
+                    # Never reused: destroyed off the response path.
+                    self._in_background(sandbox.close())
+        except BaseException:
+            self.outputs.discard(captures)
+            raise
         seconds = time.perf_counter() - began
         result_name = "timeout" if outcome.timed_out else ("error" if outcome.exit_code else "ok")
         self.metrics.observe_run(language.value, result_name, seconds)
-        return ExecuteResult(
-            execution_id=f"exe_{secrets.token_hex(12)}",
+        full = ExecuteResult(
+            execution_id=execution_id,
             language=language,
             stdout=outcome.stdout.text(),
             stderr=outcome.stderr.text(),
@@ -161,9 +206,90 @@ class Executor:
             duration_ms=round(seconds * 1000),
             session_id=request.session_id,
             state_lost=outcome.state_lost,
-            truncation=_truncation(outcome),
             images=outcome.images,
         )
+        budget = Budget(budget_tokens, encoding, self._pointer(execution_id, session))
+        if len(full.stdout) + len(full.stderr) > 64 * 1024:
+            fitted, cut = await asyncio.to_thread(fit_result, full, budget)
+        else:
+            fitted, cut = fit_result(full, budget)
+        byte_cut = _truncation(outcome)
+        fitted.truncation = truncation_info(full, fitted, encoding, byte_cut)
+        if cut or byte_cut is not None:
+            self.outputs.keep(execution_id, user, captures)
+            if session is not None:
+                await self._save_in_workspace(session, execution_id, captures)
+        else:
+            self.outputs.discard(captures)
+        return fitted
+
+    async def _run_in(
+        self,
+        sandbox: Sandbox,
+        request: ExecuteRequest,
+        env: dict[str, str],
+        timeout: float,
+        keep_state: bool,
+        on_output: OutputCallback | None,
+        captures: dict[str, StreamCapture],
+    ) -> RunOutcome:
+        for path, content in (request.files or {}).items():
+            await sandbox.write_file(path, content.encode())
+        return await sandbox.run(
+            request.code,
+            env=env,
+            timeout=timeout,
+            keep_state=keep_state,
+            on_output=on_output,
+            stdout=captures["stdout"],
+            stderr=captures["stderr"],
+        )
+
+    @staticmethod
+    def _workspace_name(execution_id: str, stream: str) -> str:
+        suffix = "" if stream == "stdout" else f".{stream}"
+        return f".outputs/{execution_id}{suffix}.txt"
+
+    def _pointer(self, execution_id: str, session: Session | None) -> Callable[[str, int], str]:
+        """How a marker tells the model where the whole text is."""
+
+        def where(part: str, first_line: int) -> str:
+            if part not in STREAMS:
+                return "shorten what the code returns or prints"
+            api = f"GET /executions/{execution_id}/output?stream={part}&offset={first_line - 1}"
+            if session is None:
+                return f"read them with {api}"
+            path = f"/home/user/{self._workspace_name(execution_id, part)}"
+            return f"all of it is in {path} (from line {first_line}), or {api}"
+
+        return where
+
+    async def _save_in_workspace(
+        self, session: Session, execution_id: str, captures: dict[str, StreamCapture]
+    ) -> None:
+        """Also keep a cut output as a file of the session, where code can grep it."""
+        for stream, capture in captures.items():
+            if not capture.total_bytes:
+                continue
+            name = self._workspace_name(execution_id, stream)
+            source = capture.spill_path if capture.spilled and capture.spill_path else None
+            try:
+                await session.sandbox.write_file(
+                    name, source if source is not None else bytes(capture.head) + capture.tail
+                )
+            except ExecutorError as exc:  # e.g. the workspace is full: the store still has it
+                log.warning("could not save %s in the session: %s", name, exc.message)
+
+    async def read_output(
+        self,
+        execution_id: str,
+        user: str,
+        stream: str = "stdout",
+        offset: int = 0,
+        limit: int = 200,
+    ) -> OutputPage:
+        """Lines of the whole output of a cut result."""
+        return self.outputs.read(execution_id, user, stream, offset, limit)
 
     # --- sessions ---
 

@@ -58,7 +58,16 @@ class ExecuteRequest(BaseModel):
         default=None, description="Environment variables for this run."
     )
     max_output_tokens: int | None = Field(
-        default=None, gt=0, description="Token budget for stdout and stderr together."
+        default=None,
+        gt=0,
+        description=(
+            "Token budget of the whole result as rendered for a model (stdout, stderr, value, "
+            "error); the executor's default when omitted. Cut output stays retrievable."
+        ),
+    )
+    token_encoding: str | None = Field(
+        default=None,
+        description="Count tokens as this encoding (o200k_base, cl100k_base) or model (gpt-4o).",
     )
 
     @field_validator("files")

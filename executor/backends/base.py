@@ -2,6 +2,7 @@
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from executor.capture import StreamCapture
@@ -53,12 +54,17 @@ class Sandbox(Protocol):
         timeout: float,
         keep_state: bool,
         on_output: OutputCallback | None = None,
+        stdout: StreamCapture | None = None,
+        stderr: StreamCapture | None = None,
     ) -> RunOutcome:
-        """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
+        """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
+
+        Output goes into the given captures (fresh ones, sized by the settings, when None).
+        """
         ...
 
-    async def write_file(self, path: str, data: bytes) -> None:
-        """Write a file into the workspace (path relative to /home/user)."""
+    async def write_file(self, path: str, data: bytes | Path) -> None:
+        """Write a file into the workspace (path relative to /home/user); a Path is copied."""
         ...
 
     async def read_file(self, path: str, max_bytes: int) -> bytes:

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from executor.client import HttpClient
-from executor.errors import InvalidRequest, SessionNotFound, Unauthorized
+from executor.errors import InvalidRequest, NotFound, SessionNotFound, Unauthorized
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from tests.executor.conftest import TOKEN, ExecutorProcess
@@ -246,3 +246,22 @@ def test_an_empty_pool_answers_503_with_retry_after() -> None:
         assert response.status_code == 503, response.text
         assert int(response.headers["Retry-After"]) >= 1
         assert "retry" in response.json()["error"]["message"]
+
+
+async def test_full_output_over_http_for_the_owner(executor_process: ExecutorProcess) -> None:
+    client = HttpClient(executor_process.url, TOKEN)
+    try:
+        result = await client.execute(
+            ExecuteRequest(
+                code="import sys\nfor i in range(5000):\n    print(i, file=sys.stderr)",
+                max_output_tokens=150,
+            ),
+            "alice",
+        )
+        assert result.truncation is not None and result.truncation.stderr is not None
+        page = await client.read_output(result.execution_id, "alice", "stderr", 4990, 100)
+        assert page.text.split() == [str(i) for i in range(4990, 5000)]
+        with pytest.raises(NotFound):
+            await client.read_output(result.execution_id, "eve", "stderr", 0, 10)
+    finally:
+        await client.aclose()

@@ -122,3 +122,56 @@ async def test_close_leaves_no_sandbox_process(make_executor) -> None:
                 assert f.read().split()[2] == "Z", f"process {pid} survived its session"
         except FileNotFoundError:
             pass
+
+
+async def test_a_cut_result_points_at_its_full_output_for_its_owner_only(make_executor) -> None:
+    from executor.errors import NotFound
+
+    executor = await make_executor()
+    code = "for i in range(30000):\n    print(f'row {i}')"
+    result = await executor.execute(ExecuteRequest(code=code, max_output_tokens=300), "alice")
+    assert result.truncation is not None and result.truncation.stdout is not None
+    assert result.truncation.stdout.original_lines == 30000
+    assert result.truncation.stdout.kept_tokens is not None
+    assert result.truncation.stdout.kept_tokens <= 300
+    marker = next(line for line in result.stdout.splitlines() if line.startswith("[..."))
+    assert f"GET /executions/{result.execution_id}/output?stream=stdout&offset=" in marker
+    offset = int(marker.split("offset=")[1].split()[0])
+    page = await executor.read_output(result.execution_id, "alice", "stdout", offset, 3)
+    assert page.total_lines == 30000
+    assert page.text == f"row {offset}\nrow {offset + 1}\nrow {offset + 2}\n"
+    with pytest.raises(NotFound):
+        await executor.read_output(result.execution_id, "bob", "stdout", 0, 10)
+
+
+async def test_in_a_session_the_full_output_is_also_a_workspace_file(make_executor) -> None:
+    executor = await make_executor()
+    info = await executor.open_session(Language.PYTHON, "u")
+    sid = info.session_id
+    code = "for i in range(20000):\n    print('needle' if i == 12345 else f'hay {i}')"
+    result = await executor.execute(
+        ExecuteRequest(code=code, session_id=sid, max_output_tokens=200), "u"
+    )
+    path = f"/home/user/.outputs/{result.execution_id}.txt"
+    assert path in result.stdout
+    found = await executor.execute(
+        ExecuteRequest(
+            code=f"import subprocess\nprint(subprocess.run(['grep', '-n', 'needle', '{path}'],"
+            " capture_output=True, text=True).stdout)",
+            session_id=sid,
+        ),
+        "u",
+    )
+    assert found.stdout.strip() == "12346:needle"
+
+
+async def test_budget_limits_and_encodings_are_checked(make_executor) -> None:
+    executor = await make_executor(max_output_tokens=5000, min_output_tokens=100)
+    with pytest.raises(InvalidRequest, match="above the limit of 5000"):
+        await executor.execute(ExecuteRequest(code="1", max_output_tokens=6000), "u")
+    with pytest.raises(InvalidRequest, match="below the minimum of 100"):
+        await executor.execute(ExecuteRequest(code="1", max_output_tokens=50), "u")
+    with pytest.raises(InvalidRequest, match="unknown token encoding"):
+        await executor.execute(ExecuteRequest(code="1", token_encoding="llama"), "u")
+    result = await executor.execute(ExecuteRequest(code="print('hi')", token_encoding="gpt-4"), "u")
+    assert result.stdout == "hi\n"

@@ -16,6 +16,7 @@ import secrets
 import shlex
 import signal
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from executor.backends.base import OutputCallback, RunOutcome
@@ -339,6 +340,8 @@ class LocalSandbox:
         timeout: float,
         keep_state: bool,
         on_output: OutputCallback | None = None,
+        stdout: StreamCapture | None = None,
+        stderr: StreamCapture | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
         if not self.alive:
@@ -348,8 +351,8 @@ class LocalSandbox:
         settings = self._backend.settings
         run_id = secrets.token_hex(8)
         sentinel = f"\x1eCE-END:{run_id}\x1f\n".encode()
-        stdout = StreamCapture(settings.max_output_bytes)
-        stderr = StreamCapture(settings.max_output_bytes)
+        stdout = stdout or StreamCapture(settings.max_output_bytes)
+        stderr = stderr or StreamCapture(settings.max_output_bytes)
         pumps = [
             asyncio.create_task(
                 self._pump("stdout", self._proc.stdout, sentinel, stdout, on_output)
@@ -458,8 +461,8 @@ class LocalSandbox:
 
     # --- files and memory ---
 
-    async def write_file(self, path: str, data: bytes) -> None:
-        """Write a file into /home/user."""
+    async def write_file(self, path: str, data: bytes | Path) -> None:
+        """Write a file into /home/user (a host Path is copied in)."""
         await asyncio.to_thread(self.workspace.write_file, path, data)
 
     async def read_file(self, path: str, max_bytes: int) -> bytes:

@@ -111,8 +111,8 @@ class Workspace:
             raise
         return fd
 
-    def write_file(self, path: str, data: bytes) -> None:
-        """Write data at path (relative to /home/user), creating directories."""
+    def write_file(self, path: str, data: bytes | Path) -> None:
+        """Write data (or copy a host file) at path relative to /home/user, making dirs."""
         parts = check_workspace_path(path).split("/")
         try:
             dfd = self._open_dir(parts[:-1], create=True)
@@ -130,10 +130,14 @@ class Workspace:
                 if not stat.S_ISREG(os.fstat(fd).st_mode):
                     raise InvalidRequest(f"cannot write {path!r}: not a regular file")
                 os.fchown(fd, self.uid, self.gid)
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                if isinstance(data, Path):
+                    with open(data, "rb") as source, os.fdopen(os.dup(fd), "wb") as target:
+                        shutil.copyfileobj(source, target, 1 << 20)
+                else:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     raise PayloadTooLarge(
