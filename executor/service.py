@@ -208,7 +208,13 @@ class Executor:
             state_lost=outcome.state_lost,
             images=outcome.images,
         )
-        budget = Budget(budget_tokens, encoding, self._pointer(execution_id, session))
+        lost = {
+            name: (capture.total_lines - full_lines + 1, capture.total_bytes - capture.kept_bytes)
+            for name, capture in captures.items()
+            if capture.truncated
+            for full_lines in [getattr(full, name).count("\n") + 1]
+        }
+        budget = Budget(budget_tokens, encoding, self._pointer(execution_id, session), lost)
         if len(full.stdout) + len(full.stderr) > 64 * 1024:
             fitted, cut = await asyncio.to_thread(fit_result, full, budget)
         else:

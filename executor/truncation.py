@@ -13,7 +13,7 @@ windows at both ends, and the marker says "~".
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tiktoken
 
@@ -30,19 +30,20 @@ _FRAME = re.compile(r"^  File ")
 
 @dataclass
 class Count:
-    """A token count, exact or estimated."""
+    """A token count, exact or estimated, of a text of `chars` characters."""
 
     tokens: int
     exact: bool
+    chars: int = 0
 
 
 def count_tokens(encoding: tiktoken.Encoding, text: str) -> Count:
     """Tokens of text: exact up to _EXACT_LIMIT characters, else estimated from its ends."""
     if len(text) <= _EXACT_LIMIT:
-        return Count(len(encoding.encode_ordinary(text)), True)
+        return Count(len(encoding.encode_ordinary(text)), True, len(text))
     head, tail = text[:_WINDOW], text[-_WINDOW:]
     sampled = len(encoding.encode_ordinary(head)) + len(encoding.encode_ordinary(tail))
-    return Count(round(sampled * len(text) / (2 * _WINDOW)), False)
+    return Count(round(sampled * len(text) / (2 * _WINDOW)), False, len(text))
 
 
 def _prefix(encoding: tiktoken.Encoding, text: str, tokens: int) -> str:
@@ -168,10 +169,19 @@ class Budget:
     encoding: tiktoken.Encoding
     where: Callable[[str, int], str]
     """(part, first dropped line) -> how to read the full text, for the marker."""
+    lost: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per part, lines and bytes the capture already dropped from the middle of the text."""
 
 
 def _marker_for(budget: Budget, part: str) -> Callable[[int, int, Count], str]:
+    lost_lines, lost_bytes = budget.lost.get(part, (0, 0))
+
     def marker(first_line: int, lines: int, tokens: Count) -> str:
+        if lost_lines or lost_bytes:
+            # What the capture dropped lies inside what this cut drops: count it too.
+            lines += lost_lines
+            per_char = tokens.tokens / max(tokens.chars, 1)
+            tokens = Count(tokens.tokens + round(lost_bytes * per_char), False)
         approx = "" if tokens.exact else "~"
         return (
             f"[... {lines} lines ({approx}{tokens.tokens} tokens) of {part} cut here; "

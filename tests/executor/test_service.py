@@ -175,3 +175,21 @@ async def test_budget_limits_and_encodings_are_checked(make_executor) -> None:
         await executor.execute(ExecuteRequest(code="1", token_encoding="llama"), "u")
     result = await executor.execute(ExecuteRequest(code="print('hi')", token_encoding="gpt-4"), "u")
     assert result.stdout == "hi\n"
+
+
+async def test_markers_count_what_the_byte_capture_dropped_too(make_executor) -> None:
+    executor = await make_executor()
+    total = 400_000  # about 4.5 MB: far past the 1 MiB kept in memory
+    code = f"for i in range({total}):\n    print(f'line {{i}}')"
+    result = await executor.execute(ExecuteRequest(code=code, max_output_tokens=300), "u")
+    marker = next(line for line in result.stdout.splitlines() if line.startswith("[..."))
+    dropped = int(marker.split("[... ")[1].split(" lines")[0])
+    head, tail = result.stdout.split(marker)
+    shown = len(head.splitlines()) + len(tail.strip("\n").splitlines())
+    assert abs(shown + dropped - total) <= 2, (shown, dropped)
+    assert result.truncation is not None and result.truncation.stdout is not None
+    assert result.truncation.stdout.original_lines == total
+    offset = int(marker.split("offset=")[1].split()[0])
+    page = await executor.read_output(result.execution_id, "u", "stdout", offset, 1)
+    assert page.text == f"line {offset}\n"
+    assert page.total_lines == total
