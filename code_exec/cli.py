@@ -1,42 +1,96 @@
-"""`code-exec`: start the executor, or the whole service on one machine."""
+"""`code-exec`: run the service (everything, or one role), and manage tokens and keys."""
 
 import argparse
 import logging
 import os
+import re
+import secrets
 import sys
 
 import uvicorn
 
 from executor.app import create_app
 from executor.config import ExecutorSettings
+from openai_tools.app import create_api_app
+from openai_tools.auth import Authenticator, hash_api_key
+from openai_tools.config import ApiSettings
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _executor(args: argparse.Namespace, *, dev: bool) -> int:
-    overrides: dict[str, object] = {}
-    if args.host:
-        overrides["host"] = args.host
-    if args.port:
-        overrides["port"] = args.port
-    if dev:
-        overrides["dev_mode"] = True
+def parse_ttl(text: str) -> int:
+    """Seconds of '90', '30m', '1h' or '2d'."""
+    match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"ttl {text!r}: use seconds or 30m, 1h, 2d")
+    return int(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _run(app: object, host: str, port: int, log_level: str) -> None:
+    # The standard asyncio loop, not uvloop: sandboxes' control pipes are handed to the loop
+    # as file objects, which uvloop closes behind their back (seen as EBADF under load).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, loop="asyncio")  # type: ignore[arg-type]
+
+
+def _executor(args: argparse.Namespace) -> int:
+    overrides: dict[str, object] = {"dev_mode": True} if args.dev else {}
     settings = ExecutorSettings(**overrides)  # type: ignore[arg-type]
+    host, port = args.host or settings.host, args.port or settings.port
     try:
         app = create_app(settings)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
-    if settings.dev_mode and not os.environ.get("CODE_EXEC_INTERNAL_TOKEN"):
+    if args.dev and not os.environ.get("CODE_EXEC_INTERNAL_TOKEN"):
         print(
             "code-exec: dev mode, generated internal token (send it as Internal-Auth-Token):\n"
             f"  {settings.require_token()}",
             file=sys.stderr,
         )
-    print(f"code-exec: executor on http://{settings.host}:{settings.port}", file=sys.stderr)
-    # The standard asyncio loop, not uvloop: sandboxes' control pipes are handed to the loop as
-    # file objects, which uvloop closes behind their back (seen as EBADF under load).
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=args.log_level, loop="asyncio"
-    )
+    print(f"code-exec: executor on http://{host}:{port}", file=sys.stderr)
+    _run(app, host, port, args.log_level)
+    return 0
+
+
+def _api(args: argparse.Namespace, *, dev: bool) -> int:
+    overrides: dict[str, object] = {"dev_mode": True} if dev else {}
+    settings = ApiSettings(**overrides)  # type: ignore[arg-type]
+    host, port = args.host or settings.api_host, args.port or settings.api_port
+    try:
+        app = create_api_app(settings)
+    except RuntimeError as exc:
+        print(f"code-exec: {exc}", file=sys.stderr)
+        return 2
+    where = settings.executor_url or "in this process"
+    print(f"code-exec: API on http://{host}:{port} (docs /docs), executor {where}", file=sys.stderr)
+    if dev:
+        token = Authenticator(settings).issue("dev", 12 * 3600)
+        print(
+            "code-exec: dev token for user 'dev', valid 12 h:\n"
+            f"  export TOKEN={token}\n"
+            f'  curl -s http://{host}:{port}/v1/code_interpreter/run -H "Authorization: Bearer '
+            '$TOKEN" -H "Content-Type: application/json" -d \'{"code": "print(1 + 1)"}\'',
+            file=sys.stderr,
+        )
+    _run(app, host, port, args.log_level)
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    try:
+        settings = ApiSettings()
+        settings.check()
+        print(Authenticator(settings).issue(args.user, args.ttl))
+    except Exception as exc:  # noqa: BLE001  (the message is the product here)
+        print(f"code-exec: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _key(args: argparse.Namespace) -> int:
+    key = f"ce_{secrets.token_urlsafe(32)}"
+    print(f"API key for {args.user} (give it to them; it is not stored):\n  {key}")
+    print(f"Add to CODE_EXEC_API_KEYS (comma-separated):\n  {args.user}:{hash_api_key(key)}")
     return 0
 
 
@@ -45,20 +99,38 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="code-exec", description=__doc__)
     parser.add_argument("--log-level", default="info")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_ in (
-        ("executor", "run the executor's internal HTTP API (default 127.0.0.1:8001)"),
-        ("serve", "run everything on this machine (for now: the executor, in dev mode)"),
-    ):
-        sub = commands.add_parser(name, help=help_)
+    serve = commands.add_parser(
+        "serve", help="everything on this machine: API with an embedded executor, dev token"
+    )
+    api = commands.add_parser("api", help="the API service (default 127.0.0.1:8000)")
+    executor = commands.add_parser("executor", help="the executor's internal API (:8001)")
+    for sub in (serve, api, executor):
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
-        if name == "executor":
-            sub.add_argument("--dev", action="store_true", help="generate an internal token")
+    executor.add_argument("--dev", action="store_true", help="generate an internal token")
+    api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
+    token = commands.add_parser("token", help="bearer tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="mint a token (needs CODE_EXEC_JWT_SECRET)")
+    create.add_argument("--user", required=True)
+    create.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 1h, 30m, 2d")
+    key = commands.add_parser("key", help="API keys")
+    key_commands = key.add_subparsers(dest="key_command", required=True)
+    key_create = key_commands.add_parser("create", help="a new API key and its config line")
+    key_create.add_argument("--user", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "executor":
-        return _executor(args, dev=args.dev)
-    return _executor(args, dev=True)
+    match args.command:
+        case "executor":
+            return _executor(args)
+        case "api":
+            return _api(args, dev=args.dev)
+        case "serve":
+            return _api(args, dev=True)
+        case "token":
+            return _token(args)
+        case _:
+            return _key(args)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from schemas.sessions import OpenSessionRequest, SessionInfo
 log = logging.getLogger(__name__)
 
 
-def _error_response(exc: ExecutorError) -> JSONResponse:
+def error_response(exc: ExecutorError) -> JSONResponse:
+    """The JSON error of an executor exception, with Retry-After when it has one."""
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
@@ -36,7 +37,8 @@ def _error_response(exc: ExecutorError) -> JSONResponse:
     )
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError) -> str:
+    """A request validation error as one readable line."""
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
@@ -57,7 +59,7 @@ class BodyLimit:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = _error_response(
+                    response = error_response(
                         PayloadTooLarge(
                             f"request body is {int(value)} bytes, above the limit of {self.limit}"
                         )
@@ -101,12 +103,12 @@ def create_app(
     @app.exception_handler(ExecutorError)
     async def executor_error(request: Request, exc: ExecutorError) -> JSONResponse:
         app.state.executor.metrics.count_error(exc.code)
-        return _error_response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(
-            {"error": {"code": "invalid_request", "message": _validation_message(exc)}},
+            {"error": {"code": "invalid_request", "message": validation_message(exc)}},
             status_code=422,
         )
 

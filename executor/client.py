@@ -179,32 +179,33 @@ class HttpClient:
     async def execute(
         self, request: ExecuteRequest, user: str, on_output: OutputCallback | None = None
     ) -> ExecuteResult:
-        """Run code; with on_output, read the NDJSON stream of output events."""
+        """Run code; output events go to on_output as they arrive."""
         body = request.model_dump(mode="json", exclude_none=True)
         headers = {USER_HEADER: user}
-        async with self._call():
-            if on_output is None:
-                response = await self._http.post("/execute", json=body, headers=headers)
-                _raise_for(response)
-                return ExecuteResult.model_validate_json(response.content)
-            async with self._http.stream(
+        # Always the NDJSON stream: if this call is cancelled, the executor sees the
+        # connection close and cancels the run, freeing its sandbox.
+        async with (
+            self._call(),
+            self._http.stream(
                 "POST", "/execute", params={"stream": "true"}, json=body, headers=headers
-            ) as response:
-                if not response.is_success:
-                    await response.aread()
-                    _raise_for(response)
-                async for line in response.aiter_lines():
-                    if not line:
-                        continue
-                    event = json.loads(line)
-                    if event["type"] in ("stdout", "stderr"):
+            ) as response,
+        ):
+            if not response.is_success:
+                await response.aread()
+                _raise_for(response)
+            async for line in response.aiter_lines():
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event["type"] in ("stdout", "stderr"):
+                    if on_output is not None:
                         await on_output(event["type"], event["data"])
-                    elif event["type"] == "result":
-                        return ExecuteResult.model_validate(event["result"])
-                    elif event["type"] == "error":
-                        error = event["error"]
-                        cls = ERRORS_BY_CODE.get(error["code"], ExecutorError)
-                        raise cls(error["message"])
+                elif event["type"] == "result":
+                    return ExecuteResult.model_validate(event["result"])
+                elif event["type"] == "error":
+                    error = event["error"]
+                    cls = ERRORS_BY_CODE.get(error["code"], ExecutorError)
+                    raise cls(error["message"])
         raise SandboxFailure("the executor's stream ended without a result")
 
     async def read_output(

@@ -1,0 +1,1 @@
+"""The API service: OpenAI-compatible tools, the seeds' REST and streaming API, JWT auth."""
