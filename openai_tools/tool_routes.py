@@ -3,7 +3,7 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
-from pydantic import BaseModel
+from fastapi.responses import Response
 
 from executor.errors import InvalidRequest
 from executor.tools import call_tool, invoke, parse_arguments
@@ -119,8 +119,9 @@ async def call_one(
     user: UserDep,
     limiter: LimiterDep,
     arguments: Annotated[dict[str, Any], Body()],
-) -> BaseModel:
+) -> Response:
     """Call one tool with an arguments object; the structured result as JSON."""
     _, args = parse_arguments(name, arguments)
     async with limiter.slot(user):
-        return await invoke(client, args, user)
+        result = await invoke(client, args, user)
+    return Response(result.model_dump_json(), media_type="application/json")

@@ -1,0 +1,202 @@
+"""OpenAI function calling against a real server: the tool list and scripted agent loops."""
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from openai.types.chat import (
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessage,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionToolMessageParam,
+)
+from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
+from openai.types.responses.response_input_item_param import FunctionCallOutput
+from pydantic import TypeAdapter
+
+from tests.openai_tools.conftest import Api
+
+
+def _assert_strict(schema: dict[str, Any], where: str = "parameters") -> None:
+    if schema.get("type") == "object":
+        assert schema.get("additionalProperties") is False, where
+        assert sorted(schema["required"]) == sorted(schema["properties"]), where
+    for key in ("default", "title", "$ref", "$defs"):
+        assert key not in schema, f"{where}: {key}"
+    for name, sub in schema.get("properties", {}).items():
+        _assert_strict(sub, f"{where}.{name}")
+    for sub in schema.get("anyOf", []):
+        _assert_strict(sub, where)
+    if isinstance(schema.get("items"), dict):
+        _assert_strict(schema["items"], f"{where}[]")
+
+
+def test_tool_lists_are_valid_openai_tools_in_strict_mode(api: Api) -> None:
+    chat = httpx.get(f"{api.url}/v1/tools").json()
+    assert [t["function"]["name"] for t in chat] == ["run_code", "open_session", "close_session"]
+    adapter = TypeAdapter(ChatCompletionFunctionToolParam)
+    for tool in chat:
+        adapter.validate_python(tool, strict=True)
+        assert tool["function"]["strict"] is True
+        _assert_strict(tool["function"]["parameters"])
+    responses = httpx.get(f"{api.url}/v1/tools", params={"format": "responses"}).json()
+    responses_adapter = TypeAdapter(FunctionToolParam)
+    for tool in responses:
+        responses_adapter.validate_python(tool, strict=True)
+        _assert_strict(tool["parameters"])
+    # Optional arguments are nullable, so a model in strict mode can leave them out.
+    run_code = chat[0]["function"]["parameters"]["properties"]
+    assert {"type": "null"} in run_code["session_id"]["anyOf"]
+    assert run_code["code"] == {"type": "string", "description": "The source code to run."}
+
+
+def _chat_call(
+    call_id: str, name: str, arguments: dict[str, Any]
+) -> ChatCompletionMessageFunctionToolCall:
+    return ChatCompletionMessageFunctionToolCall.model_validate(
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+    )
+
+
+def test_a_chat_completions_agent_loop(api: Api) -> None:
+    """Feed tool calls exactly as a model's response carries them, append what comes back."""
+    history: list[dict[str, Any]] = [{"role": "user", "content": "What is 6 * 7? Use a session."}]
+    tool_message = TypeAdapter(ChatCompletionToolMessageParam)
+
+    def step(message: ChatCompletionMessage) -> list[dict[str, Any]]:
+        history.append(message.model_dump(exclude_none=True))
+        response = httpx.post(
+            f"{api.url}/v1/tools/call", json=history[-1], headers=api.headers(), timeout=60
+        )
+        assert response.status_code == 200, response.text
+        replies = response.json()
+        for reply in replies:
+            tool_message.validate_python(reply, strict=True)
+        history.extend(replies)
+        return replies
+
+    first = ChatCompletionMessage(
+        role="assistant",
+        content=None,
+        tool_calls=[_chat_call("call_open", "open_session", {"language": "python"})],
+    )
+    [opened] = step(first)
+    assert opened["tool_call_id"] == "call_open"
+    session_id = opened["content"].split("session_id: ")[1].split("\n")[0]
+    second = ChatCompletionMessage(
+        role="assistant",
+        content=None,
+        tool_calls=[
+            _chat_call("call_a", "run_code", {"code": "x = 6 * 7", "session_id": session_id}),
+            _chat_call("call_b", "run_code", {"code": "print(x)", "session_id": session_id}),
+        ],
+    )
+    a, b = step(second)
+    assert (a["tool_call_id"], b["tool_call_id"]) == ("call_a", "call_b")
+    assert a["content"] == "exit_code: 0\n(no output)"
+    assert b["content"] == "exit_code: 0\nstdout:\n42"
+    third = ChatCompletionMessage(
+        role="assistant",
+        content=None,
+        tool_calls=[_chat_call("call_c", "close_session", {"session_id": session_id})],
+    )
+    [closed] = step(third)
+    assert closed["content"] == f"session {session_id} closed"
+
+
+def test_a_responses_agent_loop(api: Api) -> None:
+    items = [
+        ResponseFunctionToolCall(
+            type="function_call",
+            call_id="fc_1",
+            name="run_code",
+            arguments=json.dumps(
+                {"code": "console.log([1,2,3].map(x => x * 2).join(','))", "language": "javascript"}
+            ),
+        ),
+        ResponseFunctionToolCall(
+            type="function_call",
+            call_id="fc_2",
+            name="run_code",
+            arguments=json.dumps({"code": "import math\nmath.sqrt(-1)"}),
+        ),
+    ]
+    body = [item.model_dump(exclude_none=True) for item in items]
+    replies = httpx.post(
+        f"{api.url}/v1/tools/call", json=body, headers=api.headers(), timeout=60
+    ).json()
+    adapter = TypeAdapter(FunctionCallOutput)
+    for reply in replies:
+        adapter.validate_python(reply, strict=True)
+    assert replies[0] == {
+        "type": "function_call_output",
+        "call_id": "fc_1",
+        "output": "exit_code: 0\nstdout:\n2,4,6",
+    }
+    assert replies[1]["call_id"] == "fc_2"
+    assert "error: ValueError: math domain error" in replies[1]["output"]
+    assert "Traceback" in replies[1]["output"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ('{"code": ', "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"language": "python"}', "code: Field required"),
+        ('{"code": "1", "language": "cobol"}', "unsupported language 'cobol'"),
+        ('{"code": "1", "colour": "red"}', "colour: Extra inputs are not permitted"),
+        ('{"code": "1", "session_id": "ses_nope"}', "session 'ses_nope' not found"),
+    ],
+)
+def test_mistakes_come_back_as_tool_messages_the_model_can_act_on(
+    api: Api, arguments: str, expected: str
+) -> None:
+    call = {
+        "id": "call_x",
+        "type": "function",
+        "function": {"name": "run_code", "arguments": arguments},
+    }
+    response = httpx.post(f"{api.url}/v1/tools/call", json=call, headers=api.headers(), timeout=60)
+    assert response.status_code == 200
+    [reply] = response.json()
+    assert reply["role"] == "tool" and reply["tool_call_id"] == "call_x"
+    assert reply["content"].startswith("error: ")
+    assert expected in reply["content"]
+
+
+def test_an_unknown_tool_is_a_tool_message_too(api: Api) -> None:
+    call = {"id": "c", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}
+    [reply] = httpx.post(f"{api.url}/v1/tools/call", json=call, headers=api.headers()).json()
+    assert "unknown tool 'rm_rf'" in reply["content"]
+    assert "run_code, open_session, close_session" in reply["content"]
+
+
+def test_an_envelope_that_holds_no_tool_call_is_a_422(api: Api) -> None:
+    response = httpx.post(f"{api.url}/v1/tools/call", json={"hello": 1}, headers=api.headers())
+    assert response.status_code == 422
+    assert "tool call" in response.json()["error"]["message"]
+
+
+def test_structured_endpoint_for_wrappers(api: Api) -> None:
+    response = httpx.post(
+        f"{api.url}/v1/tools/run_code",
+        json={"code": "print('hi')\n2 ** 10"},
+        headers=api.headers(),
+        timeout=60,
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["stdout"] == "hi\n" and body["value"] == "1024" and body["exit_code"] == 0
+    bad = httpx.post(f"{api.url}/v1/tools/run_code", json={"cod": "1"}, headers=api.headers())
+    assert bad.status_code == 422
+    assert "code: Field required" in bad.json()["error"]["message"]
+    missing = httpx.post(
+        f"{api.url}/v1/tools/close_session", json={"session_id": "ses_zzz"}, headers=api.headers()
+    )
+    assert missing.status_code == 404
