@@ -186,11 +186,12 @@ async def test_003_websocket_needs_a_valid_token(api: Api) -> None:
     with pytest.raises(websockets.exceptions.WebSocketException):
         async with websockets.connect(url) as ws:
             await ws.recv()
-    response = httpx.post(
-        f"{api.url}/execute-stream",
-        json={"code": "1", "clientId": "nobody"},
-        headers=api.headers(),
-    )
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{api.url}/execute-stream",
+            json={"code": "1", "clientId": "nobody"},
+            headers=api.headers(),
+        )
     assert response.status_code == 404 and "connect to ws://" in response.json()["error"]["message"]
 
 
