@@ -87,6 +87,20 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    import anyio
+
+    from mcp_server.stdio import serve_stdio
+
+    token = os.environ.get("CODE_EXEC_INTERNAL_TOKEN")
+    try:
+        anyio.run(serve_stdio, args.user, args.executor_url, token)
+    except RuntimeError as exc:
+        print(f"code-exec: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _key(args: argparse.Namespace) -> int:
     key = f"ce_{secrets.token_urlsafe(32)}"
     print(f"API key for {args.user} (give it to them; it is not stored):\n  {key}")
@@ -109,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--port", type=int, default=None)
     executor.add_argument("--dev", action="store_true", help="generate an internal token")
     api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
+    mcp = commands.add_parser("mcp", help="the MCP server over stdio (Claude Desktop, ...)")
+    mcp.add_argument("--executor-url", default=os.environ.get("CODE_EXEC_EXECUTOR_URL"))
+    mcp.add_argument("--user", default="local", help="who owns the sessions (default local)")
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser("create", help="mint a token (needs CODE_EXEC_JWT_SECRET)")
@@ -119,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     key_create = key_commands.add_parser("create", help="a new API key and its config line")
     key_create.add_argument("--user", required=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Logs go to stderr: over stdio, stdout is the MCP protocol's.
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     match args.command:
         case "executor":
             return _executor(args)
@@ -129,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             return _api(args, dev=True)
         case "token":
             return _token(args)
+        case "mcp":
+            return _mcp(args)
         case _:
             return _key(args)
 

@@ -10,12 +10,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.routing import Route
 
 from executor.app import BodyLimit, error_response, validation_message
 from executor.client import ExecutorClient, HttpClient, InProcessClient
 from executor.config import ExecutorSettings
 from executor.errors import ExecutorError, InvalidRequest
 from executor.service import Executor
+from mcp_server.mount import McpMount
 from openai_tools.auth import Authenticator
 from openai_tools.config import ApiSettings
 from openai_tools.deps import AuthDep, ClientDep
@@ -60,8 +62,10 @@ def create_api_app(
             await executor.start()
             app.state.client = InProcessClient(executor)
             app.state.executor = executor
+        mcp.bind(app.state.client)
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             if client is None:
                 await app.state.client.aclose()
@@ -81,6 +85,7 @@ def create_api_app(
     app.state.auth = Authenticator(settings)
     app.state.limiter = RunLimiter(settings.max_concurrent_runs_per_user)
     app.state.ws_hub = WsHub()
+    mcp = McpMount(app.state.auth)
     app.add_middleware(BodyLimit, limit=80 * 1024 * 1024)
     if settings.cors_origins:
         app.add_middleware(
@@ -125,6 +130,7 @@ def create_api_app(
 
     app.include_router(tool_router)
     app.include_router(seed_router)
+    app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     app.add_api_websocket_route("/", websocket_endpoint)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     return app

@@ -1,0 +1,198 @@
+"""The MCP server through the official client: in memory, over stdio, over streamable HTTP."""
+
+import base64
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+
+import httpx
+import jsonschema
+import pytest
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.memory import create_connected_server_and_client_session
+
+from executor.client import InProcessClient
+from mcp_server.server import CodeExecServer
+from tests.openai_tools.conftest import Api, _port, mint, start_api
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def memory(make_executor) -> AsyncIterator[tuple[ClientSession, object]]:  # type: ignore[no-untyped-def]
+    executor = await make_executor()
+    server = CodeExecServer(InProcessClient(executor), lambda ctx: "memory-user")
+    async with create_connected_server_and_client_session(server) as session:
+        yield session, executor
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+async def test_tools_are_listed_with_schemas_and_honest_annotations(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    tools = {t.name: t for t in (await session.list_tools()).tools}
+    assert list(tools) == ["run_code", "open_session", "close_session"]
+    for tool in tools.values():
+        assert tool.outputSchema is not None and tool.inputSchema["type"] == "object"
+        assert tool.annotations is not None
+        assert tool.annotations.readOnlyHint is False and tool.annotations.openWorldHint is False
+    assert "session" in tools["run_code"].description and "no network" in (
+        tools["run_code"].description.lower().replace("there is no network", "no network")
+    )
+
+
+async def test_run_code_returns_text_and_structured_content(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    tools = {t.name: t for t in (await session.list_tools()).tools}
+    result = await session.call_tool("run_code", {"code": "print('hello')\n6 * 7"})
+    assert not result.isError
+    assert _text(result) == "exit_code: 0\nstdout:\nhello\nvalue: 42"
+    assert result.structuredContent is not None
+    jsonschema.validate(result.structuredContent, tools["run_code"].outputSchema)
+    assert result.structuredContent["stdout"] == "hello\n"
+
+
+async def test_a_python_exception_is_an_error_result_with_its_traceback(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    result = await session.call_tool("run_code", {"code": "def f():\n    return {}['k']\nf()"})
+    assert result.isError
+    text = _text(result)
+    assert "error: KeyError: 'k'" in text and 'File "<cell-1>", line 2, in f' in text
+
+
+async def test_a_matplotlib_plot_comes_back_as_a_png_image(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    result = await session.call_tool(
+        "run_code",
+        {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()"},
+    )
+    images = [c for c in result.content if isinstance(c, types.ImageContent)]
+    assert len(images) == 1 and images[0].mimeType == "image/png"
+    assert base64.b64decode(images[0].data).startswith(b"\x89PNG")
+
+
+async def test_bad_arguments_are_an_error_result_not_a_crash(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    result = await session.call_tool("run_code", {"language": "python"})
+    assert result.isError and "code: Field required" in _text(result)
+    result = await session.call_tool("open_session", {"language": "fortran"})
+    assert result.isError and "unsupported language 'fortran'" in _text(result)
+
+
+async def test_output_streams_as_progress_when_asked(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    seen: list[str] = []
+
+    async def progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(message or "")
+
+    code = (
+        "import time\nfor i in range(3):\n    print(f'step {i}', flush=True)\n    time.sleep(0.2)"
+    )
+    result = await session.call_tool(
+        "run_code",
+        {"code": code},
+        progress_callback=progress,
+        read_timeout_seconds=timedelta(seconds=60),
+    )
+    assert not result.isError
+    assert "".join(seen) == "step 0\nstep 1\nstep 2\n"
+    assert len(seen) >= 3
+
+
+async def test_sessions_keep_state_and_close_when_the_client_goes(make_executor) -> None:  # type: ignore[no-untyped-def]
+    executor = await make_executor()
+    server = CodeExecServer(InProcessClient(executor), lambda ctx: "u")
+    async with create_connected_server_and_client_session(server) as session:
+        opened = await session.call_tool("open_session", {"language": "javascript"})
+        sid = opened.structuredContent["session_id"]  # type: ignore[index]
+        await session.call_tool("run_code", {"code": "const answer = 42", "session_id": sid})
+        again = await session.call_tool("run_code", {"code": "answer + 1", "session_id": sid})
+        assert again.structuredContent["value"] == "43"  # type: ignore[index]
+        assert len(executor.sessions) == 1
+    assert len(executor.sessions) == 0, "the client went away but its session stayed open"
+
+
+async def test_stdio_with_a_real_code_exec_mcp_process() -> None:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "code_exec.cli", "--log-level", "warning", "mcp"],
+        env={
+            **os.environ,
+            "CODE_EXEC_POOL_SIZES": '{"python": 1, "javascript": 0, "bash": 0, "c": 0}',
+        },
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert len((await session.list_tools()).tools) == 3
+        result = await session.call_tool("run_code", {"code": "print(sum(range(10)))"})
+        assert _text(result) == "exit_code: 0\nstdout:\n45"
+        result = await session.call_tool("run_code", {"code": "echo $((6*7))", "language": "bash"})
+        assert _text(result) == "exit_code: 0\nstdout:\n42"
+
+
+@pytest.fixture(scope="module")
+def http_api() -> Iterator[Api]:
+    yield from start_api(_port())
+
+
+async def test_streamable_http_needs_a_token(http_api: Api) -> None:
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{http_api.url}/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_streamable_http_and_sessions_are_private_to_their_user(http_api: Api) -> None:
+    url = f"{http_api.url}/mcp"
+    alice = {"Authorization": f"Bearer {mint('alice')}"}
+    bob = {"Authorization": f"Bearer {mint('bob')}"}
+    async with (
+        httpx.AsyncClient(headers=alice, timeout=60) as alice_http,
+        httpx.AsyncClient(headers=bob, timeout=60) as bob_http,
+        streamable_http_client(url, http_client=alice_http) as (read, write, _),
+        ClientSession(read, write) as a,
+    ):
+        await a.initialize()
+        opened = await a.call_tool("open_session", {})
+        sid = opened.structuredContent["session_id"]  # type: ignore[index]
+        await a.call_tool("run_code", {"code": "secret = 'alice only'", "session_id": sid})
+        async with (
+            streamable_http_client(url, http_client=bob_http) as (r2, w2, _),
+            ClientSession(r2, w2) as b,
+        ):
+            await b.initialize()
+            stolen = await b.call_tool("run_code", {"code": "secret", "session_id": sid})
+            assert stolen.isError and "not found" in _text(stolen)
+            closed = await b.call_tool("close_session", {"session_id": sid})
+            assert closed.isError
+        mine = await a.call_tool("run_code", {"code": "secret", "session_id": sid})
+        assert mine.structuredContent["value"] == "'alice only'"  # type: ignore[index]
+
+
+async def test_langchain_mcp_adapters_load_and_run_the_tools(http_api: Api) -> None:
+    from langchain_mcp_adapters.client import MultiServerMCPClient
+
+    client = MultiServerMCPClient(
+        {
+            "code-exec": {
+                "url": f"{http_api.url}/mcp",
+                "transport": "streamable_http",
+                "headers": {"Authorization": f"Bearer {mint('lc')}"},
+            }
+        }
+    )
+    tools = {tool.name: tool for tool in await client.get_tools()}
+    assert set(tools) == {"run_code", "open_session", "close_session"}
+    output = await tools["run_code"].ainvoke({"code": "print(2 ** 16)"})
+    text = output if isinstance(output, str) else str(output)
+    assert "65536" in text
