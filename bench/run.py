@@ -7,6 +7,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 if __name__ == "__main__":
-    for module in ("bench.truncation_bench", "bench.executor_bench", "bench.api_bench"):
+    for module in (
+        "bench.truncation_bench",
+        "bench.executor_bench",
+        "bench.api_bench",
+        "bench.mcp_bench",
+    ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")

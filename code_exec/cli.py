@@ -62,7 +62,10 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
     where = settings.executor_url or "in this process"
-    print(f"code-exec: API on http://{host}:{port} (docs /docs), executor {where}", file=sys.stderr)
+    print(
+        f"code-exec: API on http://{host}:{port} (docs /docs, MCP /mcp), executor {where}",
+        file=sys.stderr,
+    )
     if dev:
         token = Authenticator(settings).issue("dev", 12 * 3600)
         print(
