@@ -20,7 +20,7 @@ $(SYSTEM_STAMP): deploy/install-system-deps.sh
 
 $(VENV_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench]'
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench,e2b]'
 	@touch $@
 
 # Debian's /usr/bin/python3 so that the runtime depends on nothing outside /usr and itself.

@@ -1,6 +1,7 @@
 """Settings of the executor process (environment prefix CODE_EXEC_)."""
 
 import secrets
+import socket
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,23 @@ class ExecutorSettings(BaseSettings):
     )
 
     backend: Literal["local", "e2b"] = "local"
+    e2b_api_key: SecretStr | None = Field(
+        default=None, description="E2B API key; E2B_API_KEY in the environment works too."
+    )
+    e2b_templates: dict[Language, str] = Field(
+        default_factory=dict,
+        description="E2B template per language (default: E2B's code-interpreter template).",
+    )
+    e2b_creates_per_s: float = Field(
+        default=1.0, description="Sandbox creations per second (E2B Hobby 1, Pro 5)."
+    )
+    e2b_sandbox_timeout_s: int = Field(
+        default=600, description="E2B lifetime, extended while a session is used."
+    )
+    e2b_executor_name: str = Field(
+        default_factory=lambda: socket.gethostname(),
+        description="Tags this executor's E2B sandboxes, to find leftovers after a crash.",
+    )
     pool_sizes: dict[Language, int] = Field(
         default_factory=lambda: {
             Language.PYTHON: 4,

@@ -14,6 +14,6 @@ def create_backend(settings: ExecutorSettings) -> Backend:
 
             return LocalBackend(settings)
         case "e2b":
-            raise NotImplementedError(
-                "the E2B backend is not built yet; use CODE_EXEC_BACKEND=local"
-            )
+            from executor.backends.e2b import E2BBackend
+
+            return E2BBackend(settings)
