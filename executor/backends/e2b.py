@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import random
+import secrets
+import signal
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ WORKSPACE = "/home/user"
 TAG = "code-exec-executor"
 _CONTEXT_LANGUAGE = {Language.PYTHON: "python", Language.JAVASCRIPT: "js", Language.BASH: "bash"}
 _RC = "__code_exec_rc="
+_CC = "__code_exec_cc="
 _MAX_TRIES = 6
 
 
@@ -141,9 +144,14 @@ class E2BSandbox:
         outcome = RunOutcome(stdout=stdout, stderr=stderr, exit_code=0)
         try:
             if self._language is Language.C:
-                return await self._run_c(code, env, timeout, outcome, on_output)
-            execution = await self._run_code(code, env, timeout, stdout, stderr, on_output)
-        except sdk.TimeoutException:
+                return await asyncio.wait_for(
+                    self._run_c(code, env, timeout, outcome, on_output), timeout
+                )
+            # Our own deadline: the SDK's transport lets a run go on to about twice its timeout.
+            execution = await asyncio.wait_for(
+                self._run_code(code, env, timeout, stdout, stderr, on_output), timeout
+            )
+        except (TimeoutError, sdk.TimeoutException):
             return await self._timed_out(outcome, timeout)
         except sdk.SandboxException as exc:
             raise SandboxFailure(f"E2B sandbox {self.id} failed: {exc}") from exc
@@ -183,39 +191,30 @@ class E2BSandbox:
         outcome: RunOutcome,
         on_output: OutputCallback | None,
     ) -> RunOutcome:
-        """Compile main.c with gcc, then run it, in the bash context."""
-        await self._sandbox.files.write(f"{WORKSPACE}/main.c", code)
-        diagnostics = StreamCapture(self._backend.settings.max_output_bytes)
-        silent = StreamCapture(self._backend.settings.max_output_bytes)
-        compile_cmd = (
-            f"cd {WORKSPACE} && gcc -std=gnu17 -O2 -Wall -o /tmp/main main.c -lm 2>&1; echo {_RC}$?"
+        """Compile main.c with gcc and run it, in one call of the bash context."""
+        fence = f"__CODE_EXEC_{secrets.token_hex(6)}__"
+        script = (
+            f'cd {WORKSPACE} 2>/dev/null || cd "$(mktemp -d)"\n'
+            f"cat > main.c <<'{fence}'\n{code}\n{fence}\n"
+            "gcc -std=gnu17 -O2 -Wall -o main main.c -lm 1>&2; __cc=$?\n"
+            f'if [ $__cc -ne 0 ]; then echo "{_CC}$__cc" >&2; '
+            f'else ./main; echo "{_RC}$?" >&2; fi'
         )
-        await self._run_code(compile_cmd, env, timeout, diagnostics, silent, None)
-        text = diagnostics.text()
-        rc = int(text.rsplit(_RC, 1)[1].strip() or 1) if _RC in text else 1
-        compiler_output = text.rsplit(_RC, 1)[0]
-        if compiler_output:
-            outcome.stderr.feed(compiler_output.encode())
-            if on_output is not None:
-                await on_output("stderr", compiler_output)
-        if rc != 0:
-            first = next((ln for ln in compiler_output.splitlines() if "error" in ln), "")
-            outcome.exit_code = rc
+        await self._run_code(script, env, timeout, outcome.stdout, outcome.stderr, on_output)
+        text = (bytes(outcome.stderr.head) + outcome.stderr.tail).decode(errors="replace")
+        if _CC in text:
+            diagnostics = text.rsplit(_CC, 1)[0]
+            outcome.exit_code = int(text.rsplit(_CC, 1)[1].split()[0])
+            first = next((ln for ln in diagnostics.splitlines() if "error" in ln), "")
             outcome.error = ExecutionError(
-                name="CompileError", value=first or "compilation failed", traceback=compiler_output
+                name="CompileError", value=first or "compilation failed", traceback=diagnostics
             )
-            return outcome
-        run_cmd = f"cd {WORKSPACE} && /tmp/main; echo {_RC}$? >&2"
-        await self._run_code(run_cmd, env, timeout, outcome.stdout, outcome.stderr, on_output)
-        tail = outcome.stderr.tail if outcome.stderr.truncated else bytes(outcome.stderr.head)
-        marker = tail.decode(errors="replace").rsplit(_RC, 1)
-        outcome.exit_code = int(marker[1].strip()) if len(marker) == 2 else 0
-        if outcome.exit_code > 128:
-            import signal
-
-            with contextlib.suppress(ValueError):
-                sig = signal.Signals(outcome.exit_code - 128)
-                outcome.error = ExecutionError(name="Signal", value=f"killed by {sig.name}")
+        elif _RC in text:
+            outcome.exit_code = int(text.rsplit(_RC, 1)[1].split()[0])
+            if outcome.exit_code > 128:
+                with contextlib.suppress(ValueError):
+                    sig = signal.Signals(outcome.exit_code - 128)
+                    outcome.error = ExecutionError(name="Signal", value=f"killed by {sig.name}")
         _strip_marker(outcome.stderr)
         return outcome
 
@@ -275,11 +274,15 @@ class E2BSandbox:
 
 
 def _strip_marker(capture: StreamCapture) -> None:
-    for buffer in (capture.head, capture._tail):
-        index = buffer.rfind(_RC.encode())
-        if index >= 0:
-            end = buffer.find(b"\n", index)
-            del buffer[index : (end + 1) if end >= 0 else len(buffer)]
+    """Remove our exit-status line from captured stderr."""
+    for marker in (_RC.encode(), _CC.encode()):
+        for buffer in (capture.head, capture._tail):
+            index = buffer.rfind(marker)
+            if index >= 0:
+                end = buffer.find(b"\n", index)
+                removed = ((end + 1) if end >= 0 else len(buffer)) - index
+                del buffer[index : index + removed]
+                capture.total_bytes -= removed
 
 
 class E2BBackend:
