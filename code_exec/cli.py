@@ -61,7 +61,7 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
-    where = settings.executor_url or "in this process"
+    where = ", ".join(settings.executor_urls) or settings.executor_url or "in this process"
     print(
         f"code-exec: API on http://{host}:{port} (docs /docs, MCP /mcp), executor {where}",
         file=sys.stderr,

@@ -13,7 +13,13 @@ from typing import Any, Protocol
 import httpx
 
 from executor.backends.base import OutputCallback
-from executor.errors import ERRORS_BY_CODE, ExecutorError, SandboxFailure, Unavailable
+from executor.errors import (
+    ERRORS_BY_CODE,
+    ExecutorError,
+    ExecutorUnreachable,
+    SandboxFailure,
+    Unavailable,
+)
 from executor.outputs import OutputPage
 from executor.service import Executor
 from schemas.execution import ExecuteRequest, ExecuteResult
@@ -159,6 +165,7 @@ class HttpClient:
 
     def __init__(self, base_url: str, token: str, *, timeout_margin_s: float = 30.0) -> None:
         self._margin = timeout_margin_s
+        self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={AUTH_HEADER: token},
@@ -170,9 +177,14 @@ class HttpClient:
     async def _call(self) -> AsyncIterator[None]:
         try:
             yield
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ExecutorUnreachable(
+                f"the executor at {self._http.base_url} is unreachable ({exc!r}); retry shortly",
+                retry_after=1.0,
+            ) from exc
         except httpx.TransportError as exc:
             raise Unavailable(
-                f"the executor at {self._http.base_url} is unreachable ({exc!r}); retry shortly",
+                f"the executor at {self._http.base_url} failed during the request ({exc!r})",
                 retry_after=1.0,
             ) from exc
 

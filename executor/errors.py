@@ -11,9 +11,11 @@ statuses back into the same classes, so callers see one tree whichever client th
     ├── NotFound                404
     │   ├── SessionNotFound          unknown, expired or someone else's session
     │   └── FileNotFound
+    ├── SessionLost             410  the executor that held the session went away
     ├── LimitExceeded           429  per-user or global cap on sessions
     ├── Unavailable             503  nothing to run on right now; retry later
-    │   └── PoolExhausted            no warm sandbox within the wait
+    │   ├── PoolExhausted            no warm sandbox within the wait
+    │   └── ExecutorUnreachable      the executor never accepted the request (safe to retry)
     └── SandboxFailure          500  a sandbox could not start or broke down
 """
 
@@ -72,6 +74,13 @@ class FileNotFound(NotFound):
     code = "file_not_found"
 
 
+class SessionLost(ExecutorError):
+    """The session's executor died or was removed: its state is gone."""
+
+    status_code = 410
+    code = "session_lost"
+
+
 class LimitExceeded(ExecutorError):
     """A per-user or global cap was reached."""
 
@@ -92,6 +101,12 @@ class PoolExhausted(Unavailable):
     code = "pool_exhausted"
 
 
+class ExecutorUnreachable(Unavailable):
+    """A connection to the executor could not be made: the request never reached it."""
+
+    code = "executor_unreachable"
+
+
 class SandboxFailure(ExecutorError):
     """A sandbox could not be started or stopped answering."""
 
@@ -109,9 +124,11 @@ ERRORS_BY_CODE: dict[str, type[ExecutorError]] = {
         NotFound,
         SessionNotFound,
         FileNotFound,
+        SessionLost,
         LimitExceeded,
         Unavailable,
         PoolExhausted,
+        ExecutorUnreachable,
         SandboxFailure,
     )
 }

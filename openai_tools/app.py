@@ -16,6 +16,7 @@ from executor.app import BodyLimit, error_response, validation_message
 from executor.client import ExecutorClient, HttpClient, InProcessClient
 from executor.config import ExecutorSettings
 from executor.errors import ExecutorError, InvalidRequest
+from executor.routing import RoutingClient
 from executor.service import Executor
 from mcp_server.mount import McpMount
 from openai_tools.auth import Authenticator
@@ -52,6 +53,13 @@ def create_api_app(
         executor: Executor | None = None
         if client is not None:
             app.state.client = client
+        elif settings.executor_urls:
+            assert settings.internal_token is not None
+            router = RoutingClient(
+                settings.executor_urls, settings.internal_token.get_secret_value()
+            )
+            await router.start()
+            app.state.client = router
         elif settings.executor_url:
             assert settings.internal_token is not None
             app.state.client = HttpClient(

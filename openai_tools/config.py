@@ -20,6 +20,10 @@ class ApiSettings(BaseSettings):
     executor_url: str | None = Field(
         default=None, description="A remote executor; the executor runs in-process when unset."
     )
+    executor_urls: list[str] = Field(
+        default_factory=list,
+        description="Several executors (JSON list): runs go to the least-loaded healthy one.",
+    )
     internal_token: SecretStr | None = Field(
         default=None, description="Sent to a remote executor as Internal-Auth-Token."
     )
@@ -64,7 +68,7 @@ class ApiSettings(BaseSettings):
             )
         if self.jwt_algorithm == "RS256" and not (self.jwt_public_key or self.jwks_url):
             raise RuntimeError("RS256 needs CODE_EXEC_JWT_PUBLIC_KEY or CODE_EXEC_JWKS_URL")
-        if self.executor_url and self.internal_token is None:
+        if (self.executor_url or self.executor_urls) and self.internal_token is None:
             raise RuntimeError(
                 "CODE_EXEC_EXECUTOR_URL is set but CODE_EXEC_INTERNAL_TOKEN is not: the API "
                 "needs the executor's internal token"

@@ -73,14 +73,14 @@ class ExecutorProcess:
 
 @contextmanager
 def start_executor_process(
-    state: Path | None = None, wait_ready: bool = False, **settings: str
+    state: Path | None = None, wait_ready: bool = False, port: int | None = None, **settings: str
 ) -> Iterator[ExecutorProcess]:
     """Run `code-exec executor` on a free loopback port with CODE_EXEC_* overrides.
 
     With wait_ready, returns once every pool is full; the state dir is removed at the end
     unless the caller gave one.
     """
-    port = _free_port()
+    port = port or _free_port()
     owned = state is None
     if state is None:
         state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
