@@ -102,6 +102,11 @@ class ExecutorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _token_or_dev_mode(self) -> "ExecutorSettings":
+        # An empty value (e.g. `CODE_EXEC_INTERNAL_TOKEN=` left blank) is no secret at all.
+        for name in ("internal_token", "e2b_api_key"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value().strip():
+                setattr(self, name, None)
         if self.internal_token is None and self.dev_mode:
             self.internal_token = SecretStr(secrets.token_urlsafe(32))
         if self.default_timeout_s > self.max_timeout_s:

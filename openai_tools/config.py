@@ -55,6 +55,11 @@ class ApiSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _dev_secrets(self) -> "ApiSettings":
+        # An empty value (a blank line of .env.example) is no secret at all.
+        for name in ("internal_token", "jwt_secret"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value().strip():
+                setattr(self, name, None)
         if self.dev_mode and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
             self.jwt_secret = SecretStr(secrets.token_urlsafe(32))
         return self

@@ -115,3 +115,12 @@ def test_rs256_with_a_jwks_served_on_loopback() -> None:
             auth.verify(jwt.encode(_claims("bo"), _rsa()[0], "RS256", headers={"kid": "k1"}))
     finally:
         server.shutdown()
+
+
+def test_blank_secrets_count_as_missing() -> None:
+    from executor.config import ExecutorSettings
+
+    with pytest.raises(RuntimeError, match="CODE_EXEC_JWT_SECRET is not set"):
+        ApiSettings(jwt_secret="  ", _env_file=None).check()
+    with pytest.raises(RuntimeError, match="CODE_EXEC_INTERNAL_TOKEN is not set"):
+        ExecutorSettings(internal_token="", _env_file=None).require_token()
