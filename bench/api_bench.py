@@ -37,8 +37,14 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
+class Served(str):
+    """A server's URL that also knows the server's pid."""
+
+    pid: int
+
+
 @contextmanager
-def api_process(command: str, **settings: str) -> Iterator[str]:
+def api_process(command: str, **settings: str) -> Iterator[Served]:
     """`code-exec serve|api` on a free port with CODE_EXEC_* overrides; yields its URL."""
     port = _port()
     state = tempfile.mkdtemp(prefix="code-exec-bench-", dir="/tmp")
@@ -65,7 +71,8 @@ def api_process(command: str, **settings: str) -> Iterator[str]:
         env=env,
         stderr=subprocess.DEVNULL,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = Served(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:

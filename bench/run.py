@@ -12,6 +12,8 @@ if __name__ == "__main__":
         "bench.executor_bench",
         "bench.api_bench",
         "bench.mcp_bench",
+        "bench.humaneval_bench",
+        "bench.load_bench",
     ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")
