@@ -9,7 +9,7 @@ SYSTEM_STAMP := $(RUNTIME)/.system-deps
 VENV_STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(RUNTIME)/python/.installed
 
-.PHONY: serve test bench lint setup clean
+.PHONY: serve test bench stress lint setup clean
 
 setup: $(SYSTEM_STAMP) $(VENV_STAMP) $(RUNTIME_STAMP)
 
@@ -41,6 +41,10 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# The long load run alone (it is also part of `make bench`).
+stress: setup
+	$(BIN)/python -c "import sys, runpy; sys.path.insert(0, '.'); runpy.run_module('bench.load_bench', run_name='__main__')"
 
 lint: setup
 	$(BIN)/ruff check .

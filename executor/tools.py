@@ -85,7 +85,13 @@ async def invoke(
 ) -> BaseModel:
     """Run a tool whose arguments are validated; executor errors propagate."""
     if isinstance(args, RunCodeArgs):
-        return await client.execute(args.to_request(), user, on_output)
+        try:
+            request = args.to_request()
+        except ValidationError as exc:  # e.g. a file path outside the workspace
+            raise ToolCallError(
+                f"invalid arguments for run_code: {_validation_text(exc)}"
+            ) from None
+        return await client.execute(request, user, on_output)
     if isinstance(args, OpenSessionArgs):
         return await client.open_session(args.language or Language.PYTHON, user)
     if isinstance(args, CloseSessionArgs):

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, File, Form, Query, Request, UploadFile, WebSocket
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from executor.backends.base import OutputCallback
@@ -42,7 +42,8 @@ class RunRequest(BaseModel):
 
     def to_request(self, *, session_language: bool) -> ExecuteRequest:
         """The executor request (in a session, the session's language applies)."""
-        return ExecuteRequest(
+        return _validated(
+            ExecuteRequest,
             code=self.code,
             language=None if session_language else self.language,
             timeout=self.timeout,
@@ -51,6 +52,18 @@ class RunRequest(BaseModel):
             env=self.env,
             max_output_tokens=self.max_output_tokens,
         )
+
+
+def _validated(model: type[ExecuteRequest], **values: Any) -> ExecuteRequest:
+    """Build a request, turning a validation failure into a 422 that says what is wrong."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise InvalidRequest(problems) from None
 
 
 def _error_text(error: ExecutionError | None) -> str | None:
@@ -205,7 +218,9 @@ def _result_003(execution_id: str, result: ExecuteResult) -> dict[str, Any]:
 
 
 def _request_003(body: Execute003) -> ExecuteRequest:
-    return ExecuteRequest(code=body.code, language=body.language, timeout=body.timeout / 1000)
+    return _validated(
+        ExecuteRequest, code=body.code, language=body.language, timeout=body.timeout / 1000
+    )
 
 
 @router.post("/execute")
