@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from executor.config import ExecutorSettings
 from executor.deps import ExecutorDep, UserDep, check_token
-from executor.errors import ExecutorError, PayloadTooLarge
+from executor.errors import ExecutorError, PayloadTooLarge, validation_text
 from executor.service import Executor
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
@@ -39,12 +39,7 @@ def error_response(exc: ExecutorError) -> JSONResponse:
 
 def validation_message(exc: RequestValidationError) -> str:
     """A request validation error as one readable line."""
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
+    return validation_text(exc.errors())
 
 
 class BodyLimit:

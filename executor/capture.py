@@ -130,6 +130,24 @@ class StreamCapture:
         """Bytes held."""
         return len(self.head) + len(self.tail)
 
+    def remove_last_line_with(self, marker: bytes) -> None:
+        """Drop the last line containing marker (a line our own wrapper added), keeping counts."""
+        for buffer in (self._tail, self.head):
+            index = buffer.rfind(marker)
+            if index < 0:
+                continue
+            start = buffer.rfind(b"\n", 0, index) + 1
+            end = buffer.find(b"\n", index)
+            end = len(buffer) if end < 0 else end + 1
+            removed = bytes(buffer[start:end])
+            del buffer[start:end]
+            self.total_bytes -= len(removed)
+            self._newlines -= removed.count(b"\n")
+            was_last = end == len(buffer) + len(removed)
+            if was_last and (buffer is self._tail or not self._tail):
+                self._ends_with_newline = not buffer or buffer.endswith(b"\n")
+            return
+
     def full_text(self) -> str:
         """Everything captured: the spill file when there is one, else the text in memory."""
         if self.spill_path is not None and self._spill is not None:

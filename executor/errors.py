@@ -19,7 +19,8 @@ statuses back into the same classes, so callers see one tree whichever client th
     └── SandboxFailure          500  a sandbox could not start or broke down
 """
 
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 
 class ExecutorError(Exception):
@@ -132,3 +133,13 @@ ERRORS_BY_CODE: dict[str, type[ExecutorError]] = {
         SandboxFailure,
     )
 }
+
+
+def validation_text(errors: Iterable[Mapping[str, Any]], default_where: str = "") -> str:
+    """Pydantic validation errors as one readable line: `field: problem; field: problem`."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or default_where
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from executor.backends.base import OutputCallback
 from executor.client import ExecutorClient
-from executor.errors import ExecutorError, InvalidRequest
+from executor.errors import ExecutorError, InvalidRequest, validation_text
 from schemas.execution import ExecuteResult, Image
 from schemas.languages import Language
 from schemas.render import render_result
@@ -43,13 +43,7 @@ class ToolOutcome:
 
 
 def _validation_text(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error.get("loc", ())) or "arguments"
-        problems.append(
-            f"{where}: {str(error.get('msg', 'invalid')).removeprefix('Value error, ')}"
-        )
-    return "; ".join(problems)
+    return validation_text(exc.errors(), default_where="arguments")
 
 
 def parse_arguments(

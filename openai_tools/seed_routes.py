@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from executor.backends.base import OutputCallback
-from executor.errors import ExecutorError, InvalidRequest
+from executor.errors import ExecutorError, InvalidRequest, validation_text
 from openai_tools.deps import ClientDep, LimiterDep, UserDep, websocket_user
 from openai_tools.streaming import WsHub, sse_events
 from schemas.execution import ExecuteRequest, ExecuteResult, ExecutionError
@@ -59,11 +59,7 @@ def _validated(model: type[ExecuteRequest], **values: Any) -> ExecuteRequest:
     try:
         return model(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise InvalidRequest(problems) from None
+        raise InvalidRequest(validation_text(exc.errors())) from None
 
 
 def _error_text(error: ExecutionError | None) -> str | None:

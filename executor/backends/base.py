@@ -1,5 +1,6 @@
 """The backend interface: create sandboxes, run code in them, close them, report health."""
 
+import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,20 @@ from schemas.files import FileInfo
 from schemas.languages import Language
 
 OutputCallback = Callable[[str, str], Awaitable[None]]
+
+
+def signal_error(exit_code: int) -> ExecutionError | None:
+    """The error of an exit status that means death by a signal (128 + N), else None."""
+    if exit_code <= 128:
+        return None
+    try:
+        sig = signal.Signals(exit_code - 128)
+    except ValueError:
+        return None
+    description = signal.strsignal(sig) or sig.name
+    return ExecutionError(name="Signal", value=f"killed by {sig.name} ({description})")
+
+
 """Called with ("stdout" | "stderr", text) as output is produced."""
 
 

@@ -13,14 +13,13 @@ import logging
 import os
 import random
 import secrets
-import signal
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import OutputCallback, RunOutcome
+from executor.backends.base import OutputCallback, RunOutcome, signal_error
 from executor.capture import StreamCapture
 from executor.config import ExecutorSettings
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure, Unavailable
@@ -211,11 +210,9 @@ class E2BSandbox:
             )
         elif _RC in text:
             outcome.exit_code = int(text.rsplit(_RC, 1)[1].split()[0])
-            if outcome.exit_code > 128:
-                with contextlib.suppress(ValueError):
-                    sig = signal.Signals(outcome.exit_code - 128)
-                    outcome.error = ExecutionError(name="Signal", value=f"killed by {sig.name}")
-        _strip_marker(outcome.stderr)
+            outcome.error = signal_error(outcome.exit_code)
+        for marker in (_CC, _RC):
+            outcome.stderr.remove_last_line_with(marker.encode())
         return outcome
 
     async def write_file(self, path: str, data: bytes | Path) -> None:
@@ -271,18 +268,6 @@ class E2BSandbox:
             log.warning("could not kill E2B sandbox %s: %s", self.id, exc)
         finally:
             self._backend.forget(self)
-
-
-def _strip_marker(capture: StreamCapture) -> None:
-    """Remove our exit-status line from captured stderr."""
-    for marker in (_RC.encode(), _CC.encode()):
-        for buffer in (capture.head, capture._tail):
-            index = buffer.rfind(marker)
-            if index >= 0:
-                end = buffer.find(b"\n", index)
-                removed = ((end + 1) if end >= 0 else len(buffer)) - index
-                del buffer[index : index + removed]
-                capture.total_bytes -= removed
 
 
 class E2BBackend:

@@ -33,3 +33,11 @@ def test_no_multibyte_character_is_split_at_the_cuts() -> None:
     head, _, tail = text.partition("\n[...")
     assert set(head) == {"€"}
     assert set(tail.split("\n", 1)[1]) == {"€"}
+
+
+def test_a_wrapper_line_is_removed_with_its_counts() -> None:
+    capture = StreamCapture(1024)
+    capture.feed(b"warning: x\n__rc=3\n")
+    capture.remove_last_line_with(b"__rc=")
+    assert capture.text() == "warning: x\n"
+    assert capture.total_bytes == len(b"warning: x\n") and capture.total_lines == 1

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from executor.backends.base import OutputCallback, RunOutcome
+from executor.backends.base import OutputCallback, RunOutcome, signal_error
 from executor.backends.local.bwrap import SandboxPaths, bwrap_command
 from executor.backends.local.limits import CgroupHandle
 from executor.backends.local.workspace import Workspace
@@ -65,17 +65,6 @@ def _rss_bytes(pid: int) -> int:
     except (OSError, ValueError):
         pass
     return 0
-
-
-def _signal_error(exit_code: int) -> ExecutionError | None:
-    if exit_code <= 128:
-        return None
-    try:
-        sig = signal.Signals(exit_code - 128)
-    except ValueError:
-        return None
-    description = signal.strsignal(sig) or sig.name
-    return ExecutionError(name="Signal", value=f"killed by {sig.name} ({description})")
 
 
 class LocalSandbox:
@@ -439,7 +428,7 @@ class LocalSandbox:
                 )
                 outcome.exit_code = 137
             elif not timed_out:
-                outcome.error = _signal_error(outcome.exit_code)
+                outcome.error = signal_error(outcome.exit_code)
         if timed_out:
             outcome.exit_code = 124
             kept = done is not None and keep_state
