@@ -9,86 +9,19 @@ Goal: the API layer adds at most 1 ms at p50.
 """
 
 import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import jwt
 
-from bench.common import TOKEN, executor_process, machine, ms, table
+from bench.common import SECRET, TOKEN, api_process, executor_process, machine, ms, table
 
-SECRET = "bench-jwt-secret-" + "x" * 48
 CALL = {
     "id": "call_1",
     "type": "function",
     "function": {"name": "run_code", "arguments": '{"code": "print(1)"}'},
 }
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served(str):
-    """A server's URL that also knows the server's pid."""
-
-    pid: int
-
-
-@contextmanager
-def api_process(command: str, **settings: str) -> Iterator[Served]:
-    """`code-exec serve|api` on a free port with CODE_EXEC_* overrides; yields its URL."""
-    port = _port()
-    state = tempfile.mkdtemp(prefix="code-exec-bench-", dir="/tmp")
-    os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "CODE_EXEC_JWT_SECRET": SECRET,
-        "CODE_EXEC_STATE_DIR": state,
-        "CODE_EXEC_POOL_SIZES": '{"python": 8, "javascript": 0, "bash": 0, "c": 0}',
-        "CODE_EXEC_MAX_CONCURRENT_RUNS_PER_USER": "64",
-        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "code_exec.cli",
-            "--log-level",
-            "warning",
-            command,
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = Served(f"http://127.0.0.1:{port}")
-    url.pid = proc.pid
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                pools = httpx.get(f"{url}/health", timeout=1).json()["executor"]["pools"]
-                if pools["python"]["ready"] >= pools["python"]["size"]:
-                    break
-            except (httpx.TransportError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def _sample(url: str, path: str, body: object, headers: dict[str, str], n: int) -> list[float]:

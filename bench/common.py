@@ -8,13 +8,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
 TOKEN = "bench-internal-token"
+SECRET = "bench-jwt-secret-" + "x" * 48
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -66,9 +69,17 @@ def stats(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), percentile(samples, 99)
 
 
+class Served(str):
+    """A server's URL that also knows the server's pid."""
+
+    pid: int
+
+
 @contextmanager
-def executor_process(pool_sizes: str = '{"python": 8}') -> Iterator[str]:
-    """A `code-exec executor` on a free loopback port; yields its URL."""
+def served(
+    command: str, ready: Callable[[dict[str, Any]], bool], quiet: bool = False, **settings: str
+) -> Iterator[Served]:
+    """`code-exec COMMAND` on a free loopback port with CODE_EXEC_* settings, once ready."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -76,11 +87,8 @@ def executor_process(pool_sizes: str = '{"python": 8}') -> Iterator[str]:
     os.chmod(state, 0o755)
     env = {
         **os.environ,
-        "CODE_EXEC_INTERNAL_TOKEN": TOKEN,
         "CODE_EXEC_STATE_DIR": state,
-        "CODE_EXEC_POOL_SIZES": pool_sizes,
-        "CODE_EXEC_POOL_WAIT_S": "60",
-        "CODE_EXEC_MAX_CONCURRENT_STARTS": "2",
+        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
     }
     proc = subprocess.Popen(
         [
@@ -89,26 +97,54 @@ def executor_process(pool_sizes: str = '{"python": 8}') -> Iterator[str]:
             "code_exec.cli",
             "--log-level",
             "warning",
-            "executor",
+            command,
             "--port",
             str(port),
         ],
         env=env,
+        stderr=subprocess.DEVNULL if quiet else None,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = Served(f"http://127.0.0.1:{port}")
+    url.pid = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                health = httpx.get(f"{url}/health", timeout=1).json()
-                if all(p["ready"] >= p["size"] for p in health["pools"].values()):
+                if ready(httpx.get(f"{url}/health", timeout=1).json()):
                     break
-            except httpx.TransportError:
+            except (httpx.TransportError, KeyError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("executor did not become ready")
+                raise RuntimeError(f"code-exec {command} did not become ready")
             time.sleep(0.2)
         yield url
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def executor_process(pool_sizes: str = '{"python": 8}') -> ContextManager[Served]:
+    """A `code-exec executor`, ready once every pool is full."""
+    return served(
+        "executor",
+        lambda health: all(p["ready"] >= p["size"] for p in health["pools"].values()),
+        internal_token=TOKEN,
+        pool_sizes=pool_sizes,
+        pool_wait_s="60",
+        max_concurrent_starts="2",
+    )
+
+
+def api_process(command: str, **settings: str) -> ContextManager[Served]:
+    """`code-exec serve|api` with a test JWT secret, ready once its Python pool is full."""
+
+    def ready(health: dict[str, Any]) -> bool:
+        pools = health["executor"]["pools"]
+        return bool(pools["python"]["ready"] >= pools["python"]["size"])
+
+    defaults = {
+        "jwt_secret": SECRET,
+        "pool_sizes": '{"python": 8, "javascript": 0, "bash": 0, "c": 0}',
+        "max_concurrent_runs_per_user": "64",
+    }
+    return served(command, ready, quiet=True, **{**defaults, **settings})

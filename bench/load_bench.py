@@ -15,8 +15,7 @@ from collections import Counter
 import httpx
 import jwt
 
-from bench.api_bench import SECRET, api_process
-from bench.common import machine, ms, percentile, table
+from bench.common import SECRET, api_process, machine, ms, percentile, table
 
 TOTAL = 500
 CONCURRENCY = 64

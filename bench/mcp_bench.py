@@ -17,8 +17,8 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from bench.api_bench import CALL, SECRET, api_process
-from bench.common import machine, ms, table
+from bench.api_bench import CALL
+from bench.common import SECRET, api_process, machine, ms, table
 
 POOLS = '{"python": 8, "javascript": 0, "bash": 0, "c": 0}'
 

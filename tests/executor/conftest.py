@@ -1,23 +1,19 @@
 """Fixtures for executor tests: a real Executor, and a real executor process on loopback."""
 
-import os
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from executor.config import ExecutorSettings
 from executor.service import Executor
+from tests.processes import code_exec_process, new_state_dir
 
 TOKEN = "test-internal-token-0123456789"
 
@@ -30,10 +26,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def executor_state_dir() -> Iterator[Path]:
-    """A state dir under /tmp: pytest's tmp_path lies in a 0700 directory sandbox uids cannot
-    cross to reach the mounts."""
-    path = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
-    os.chmod(path, 0o755)
+    """A state dir sandbox uids can reach (see tests.processes.new_state_dir)."""
+    path = new_state_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -75,59 +69,24 @@ class ExecutorProcess:
 def start_executor_process(
     state: Path | None = None, wait_ready: bool = False, port: int | None = None, **settings: str
 ) -> Iterator[ExecutorProcess]:
-    """Run `code-exec executor` on a free loopback port with CODE_EXEC_* overrides.
+    """Run `code-exec executor` on a loopback port with CODE_EXEC_* overrides.
 
     With wait_ready, returns once every pool is full; the state dir is removed at the end
     unless the caller gave one.
     """
-    port = port or _free_port()
-    owned = state is None
-    if state is None:
-        state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
-        os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "CODE_EXEC_INTERNAL_TOKEN": TOKEN,
-        "CODE_EXEC_STATE_DIR": str(state),
-        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
-    }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "code_exec.cli",
-            "--log-level",
-            "warning",
-            "executor",
-            "--port",
-            str(port),
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            health = httpx.get(f"{url}/health", timeout=1).json()
-            pools = health["pools"].values()
-            if not wait_ready or all(p["ready"] >= p["size"] for p in pools):
-                break
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    else:
-        process.kill()
-        raise AssertionError("executor did not start")
-    try:
+
+    def ready(health: dict[str, Any]) -> bool:
+        return not wait_ready or all(p["ready"] >= p["size"] for p in health["pools"].values())
+
+    with code_exec_process(
+        "executor",
+        port or _free_port(),
+        {"internal_token": TOKEN, **settings},
+        ready,
+        state,
+        timeout_s=30,
+    ) as (url, process):
         yield ExecutorProcess(url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        if owned:
-            shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,16 @@
 """A real `code-exec api` process on loopback (embedded executor), and tokens for it."""
 
-import os
-import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import jwt
 import pytest
 
 from openai_tools.auth import hash_api_key
+from tests.processes import code_exec_process
 
 SECRET = "test-jwt-secret-" + "0123456789abcdef" * 4
 API_KEY = "ce_test_key_alice"
@@ -57,52 +53,19 @@ def _port(preferred: int | None = None) -> int:
 
 def start_api(port: int, **settings: str) -> Iterator[Api]:
     """Run `code-exec api` with CODE_EXEC_* overrides until the generator is closed."""
-    state = tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp")
-    os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "CODE_EXEC_JWT_SECRET": SECRET,
-        "CODE_EXEC_API_KEYS": f"alice:{hash_api_key(API_KEY)}",
-        "CODE_EXEC_STATE_DIR": state,
-        "CODE_EXEC_POOL_SIZES": '{"python": 2, "javascript": 1, "bash": 1, "c": 0}',
-        "CODE_EXEC_POOL_WAIT_S": "30",
-        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
+    defaults = {
+        "jwt_secret": SECRET,
+        "api_keys": f"alice:{hash_api_key(API_KEY)}",
+        "pool_sizes": '{"python": 2, "javascript": 1, "bash": 1, "c": 0}',
+        "pool_wait_s": "30",
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "code_exec.cli",
-            "--log-level",
-            "warning",
-            "api",
-            "--port",
-            str(port),
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            health = httpx.get(f"{url}/health", timeout=1).json()
-            if health["executor"]["pools"]["python"]["ready"] >= 2:
-                break
-        except (httpx.TransportError, KeyError):
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise AssertionError("the API did not start")
-        time.sleep(0.1)
-    try:
+    with code_exec_process(
+        "api",
+        port,
+        {**defaults, **settings},
+        lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
+    ) as (url, process):
         yield Api(url, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
