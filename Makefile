@@ -4,17 +4,22 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUNTIME := .runtime
-SYSTEM_STAMP := $(RUNTIME)/.system-deps
+# The sandbox runtime lives beside the installation, where ExecutorSettings looks by default.
+RUNTIME := $(VENV)/share/code-exec/runtime
+SYSTEM_STAMP := $(VENV)/.system-deps
 VENV_STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(RUNTIME)/python/.installed
 
-.PHONY: serve test bench stress lint setup clean
+.PHONY: serve test test-fast bench stress lint setup clean
+
+# Some machines set PYTHONDONTWRITEBYTECODE=1 for everything; the tests would then compile every
+# module (and pytest rewrite every test) again on each run. __pycache__/ is ignored by git.
+unexport PYTHONDONTWRITEBYTECODE
 
 setup: $(SYSTEM_STAMP) $(VENV_STAMP) $(RUNTIME_STAMP)
 
 $(SYSTEM_STAMP): deploy/install-system-deps.sh
-	@mkdir -p $(RUNTIME)
+	@mkdir -p $(VENV)
 	@bash deploy/install-system-deps.sh
 	@touch $@
 
@@ -39,6 +44,10 @@ serve: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The fast tier: no real sandbox or process (the fake backend, in-process apps).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 bench: setup
 	$(BIN)/python bench/run.py
 
@@ -49,6 +58,7 @@ stress: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(RUNTIME)
+	rm -rf $(VENV)

@@ -10,12 +10,17 @@ Goal: the API layer adds at most 1 ms at p50.
 
 import os
 import statistics
-import time
 
-import httpx
-import jwt
-
-from bench.common import SECRET, TOKEN, api_process, executor_process, machine, ms, table
+from bench.common import (
+    TOKEN,
+    api_process,
+    bench_token,
+    executor_process,
+    machine,
+    ms,
+    sample_posts,
+    table,
+)
 
 CALL = {
     "id": "call_1",
@@ -24,38 +29,20 @@ CALL = {
 }
 
 
-def _sample(url: str, path: str, body: object, headers: dict[str, str], n: int) -> list[float]:
-    samples = []
-    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
-        for _ in range(n):
-            began = time.perf_counter()
-            response = http.post(path, json=body)
-            samples.append(time.perf_counter() - began)
-            assert response.status_code == 200, response.text
-            time.sleep(0.05)  # a user's think time: the pool's refill is not on the path
-    return samples
-
-
 def main() -> None:
     """Print the table."""
     n = int(os.environ.get("BENCH_N", "200"))
     print(f"machine: {machine()}")
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": "bench", "aud": "code-exec", "iss": "code-exec", "iat": now, "exp": now + 3600},
-        SECRET,
-        "HS256",
-    )
-    bearer = {"Authorization": f"Bearer {token}"}
+    bearer = {"Authorization": f"Bearer {bench_token()}"}
     rows = []
     with executor_process('{"python": 8, "javascript": 0, "bash": 0, "c": 0}') as executor_url:
-        direct = _sample(
+        direct = sample_posts(
             executor_url, "/execute", {"code": "print(1)"}, {"Internal-Auth-Token": TOKEN}, n
         )
         with api_process("serve") as serve_url:
-            served = _sample(serve_url, "/v1/tools/call", CALL, bearer, n)
+            served = sample_posts(serve_url, "/v1/tools/call", CALL, bearer, n)
         with api_process("api", executor_url=executor_url, internal_token=TOKEN) as api_url:
-            forwarded = _sample(api_url, "/v1/tools/call", CALL, bearer, n)
+            forwarded = sample_posts(api_url, "/v1/tools/call", CALL, bearer, n)
     d50 = statistics.median(direct)
     for name, samples in (
         ("serve: /v1/tools/call (executor in process)", served),

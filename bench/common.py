@@ -2,11 +2,7 @@
 
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
@@ -15,6 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jwt
+
+from tests.processes import code_exec_process
 
 TOKEN = "bench-internal-token"
 SECRET = "bench-jwt-secret-" + "x" * 48
@@ -80,47 +79,36 @@ def served(
     command: str, ready: Callable[[dict[str, Any]], bool], quiet: bool = False, **settings: str
 ) -> Iterator[Served]:
     """`code-exec COMMAND` on a free loopback port with CODE_EXEC_* settings, once ready."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    state = tempfile.mkdtemp(prefix="code-exec-bench-", dir="/tmp")
-    os.chmod(state, 0o755)
-    env = {
-        **os.environ,
-        "CODE_EXEC_STATE_DIR": state,
-        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "code_exec.cli",
-            "--log-level",
-            "warning",
-            command,
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL if quiet else None,
-    )
-    url = Served(f"http://127.0.0.1:{port}")
-    url.pid = proc.pid
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if ready(httpx.get(f"{url}/health", timeout=1).json()):
-                    break
-            except (httpx.TransportError, KeyError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"code-exec {command} did not become ready")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with code_exec_process(command, None, settings, ready, timeout_s=60, quiet=quiet) as (
+        url,
+        process,
+    ):
+        handle = Served(url)
+        handle.pid = process.pid
+        yield handle
+
+
+def bench_token(user: str = "bench") -> str:
+    """A bearer token the benchmark servers (SECRET) accept, valid an hour."""
+    now = int(time.time())
+    claims = {"sub": user, "aud": "code-exec", "iss": "code-exec", "iat": now, "exp": now + 3600}
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+def sample_posts(
+    url: str, path: str, body: object, headers: dict[str, str], n: int, think_s: float = 0.05
+) -> list[float]:
+    """Seconds of n POSTs, one at a time, with a user's think time between them (so that
+    the pool's refill is not on the measured path)."""
+    samples = []
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        for _ in range(n):
+            began = time.perf_counter()
+            response = http.post(path, json=body)
+            samples.append(time.perf_counter() - began)
+            assert response.status_code == 200, response.text
+            time.sleep(think_s)
+    return samples
 
 
 def executor_process(pool_sizes: str = '{"python": 8}') -> ContextManager[Served]:

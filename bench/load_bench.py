@@ -13,9 +13,8 @@ import time
 from collections import Counter
 
 import httpx
-import jwt
 
-from bench.common import SECRET, api_process, machine, ms, percentile, table
+from bench.common import api_process, bench_token, machine, ms, percentile, table
 
 TOTAL = 500
 CONCURRENCY = 64
@@ -80,21 +79,7 @@ async def _load(url: str, tokens: list[str]) -> tuple[list[float], Counter[str]]
 def main() -> None:
     """Print the table."""
     print(f"machine: {machine()}")
-    now = int(time.time())
-    tokens = [
-        jwt.encode(
-            {
-                "sub": f"load{u}",
-                "aud": "code-exec",
-                "iss": "code-exec",
-                "iat": now,
-                "exp": now + 3600,
-            },
-            SECRET,
-            "HS256",
-        )
-        for u in range(USERS)
-    ]
+    tokens = [bench_token(f"load{u}") for u in range(USERS)]
     baseline_sandboxes = _sandbox_processes()
     with api_process("serve", pool_sizes='{"python": 8}', pool_wait_s="30") as url:
         time.sleep(2)

@@ -12,13 +12,12 @@ import sys
 import time
 
 import httpx
-import jwt
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench.api_bench import CALL
-from bench.common import SECRET, api_process, machine, ms, table
+from bench.common import api_process, bench_token, machine, ms, sample_posts, table
 
 POOLS = '{"python": 8, "javascript": 0, "bash": 0, "c": 0}'
 
@@ -99,30 +98,13 @@ def raw_http_samples(url: str, token: str, n: int) -> list[float]:
     return samples
 
 
-def openai_samples(url: str, token: str, n: int) -> list[float]:
-    """The same run through /v1/tools/call."""
-    samples = []
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
-        for _ in range(n):
-            began = time.perf_counter()
-            http.post(f"{url}/v1/tools/call", json=CALL).raise_for_status()
-            samples.append(time.perf_counter() - began)
-            time.sleep(0.05)
-    return samples
-
-
 def main() -> None:
     """Print the table."""
     n = int(os.environ.get("BENCH_N", "200"))
     print(f"machine: {machine()}")
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": "bench", "aud": "code-exec", "iss": "code-exec", "iat": now, "exp": now + 3600},
-        SECRET,
-        "HS256",
-    )
+    token = bench_token()
     with api_process("serve") as url:
-        openai = openai_samples(url, token, n)
+        openai = sample_posts(url, "/v1/tools/call", CALL, {"Authorization": f"Bearer {token}"}, n)
         http = asyncio.run(http_samples(url, token, n))
         raw = raw_http_samples(url, token, n)
     stdio = asyncio.run(stdio_samples(n))

@@ -14,9 +14,9 @@ import tracemalloc
 from pathlib import Path
 
 from bench.common import machine, table
-from executor.capture import StreamCapture
-from executor.tokens import get_encoding
-from executor.truncation import Budget, fit_result
+from executor.backends.capture import StreamCapture
+from executor.core.tokens import get_encoding
+from executor.core.truncation import Budget, fit_result
 from schemas.execution import ExecuteResult
 from schemas.languages import Language
 

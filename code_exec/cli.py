@@ -9,8 +9,9 @@ import sys
 
 import uvicorn
 
-from executor.app import create_app
-from executor.config import ExecutorSettings
+from code_exec.compose import connect
+from executor.config import ClientSettings, ExecutorSettings
+from executor.server.app import create_app
 from openai_tools.app import create_api_app
 from openai_tools.auth import Authenticator, hash_api_key
 from openai_tools.config import ApiSettings
@@ -57,7 +58,7 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
     settings = ApiSettings(**overrides)  # type: ignore[arg-type]
     host, port = args.host or settings.api_host, args.port or settings.api_port
     try:
-        app = create_api_app(settings)
+        app = create_api_app(settings, lambda: connect(settings))
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
@@ -95,9 +96,10 @@ def _mcp(args: argparse.Namespace) -> int:
 
     from mcp_server.stdio import serve_stdio
 
-    token = os.environ.get("CODE_EXEC_INTERNAL_TOKEN")
+    overrides = {"executor_url": args.executor_url} if args.executor_url else {}
     try:
-        anyio.run(serve_stdio, args.user, args.executor_url, token)
+        settings = ClientSettings(**overrides)
+        anyio.run(serve_stdio, connect(settings), args.user)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     executor.add_argument("--dev", action="store_true", help="generate an internal token")
     api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
     mcp = commands.add_parser("mcp", help="the MCP server over stdio (Claude Desktop, ...)")
-    mcp.add_argument("--executor-url", default=os.environ.get("CODE_EXEC_EXECUTOR_URL"))
+    mcp.add_argument("--executor-url", default=None, help="a remote executor (else in process)")
     mcp.add_argument("--user", default="local", help="who owns the sessions (default local)")
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)

@@ -1,32 +1,67 @@
-"""Settings of the executor process (environment prefix CODE_EXEC_)."""
+"""Settings of every code-exec process: one base, one section per role.
+
+Every process reads the same environment (prefix CODE_EXEC_, or a .env file):
+    SharedSettings      dev mode, the internal token, blank secrets count as missing
+    ├── ExecutorSettings    the executor: backend, pools, limits, sessions, paths
+    └── ClientSettings      how front-ends reach executors, and the per-user run cap
+        └── ApiSettings     (openai_tools.config) the API host: address, tokens, CORS
+"""
 
 import secrets
 import socket
+import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.health import Limits
 from schemas.languages import Language
 
-_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def default_runtime_dir() -> Path:
+    """Where `make` (or an install) puts the sandbox runtime: beside the installation."""
+    return Path(sys.prefix) / "share" / "code-exec" / "runtime"
 
 
-class ExecutorSettings(BaseSettings):
-    """Every knob of the executor; CODE_EXEC_<NAME> in the environment sets it."""
+class SharedSettings(BaseSettings):
+    """What every role shares: the environment prefix, dev mode and the internal token."""
 
     model_config = SettingsConfigDict(env_prefix="CODE_EXEC_", env_file=".env", extra="ignore")
 
+    dev_mode: bool = Field(default=False, description="Generate missing secrets, and say so.")
+    internal_token: SecretStr | None = Field(
+        default=None,
+        description="Shared secret of the executor API, sent as the Internal-Auth-Token header.",
+    )
+
+    @model_validator(mode="after")
+    def _blank_secrets_are_missing(self) -> Self:
+        # An empty value (e.g. `CODE_EXEC_INTERNAL_TOKEN=` left blank) is no secret at all.
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+                setattr(self, name, None)
+        return self
+
+    def require_token(self) -> str:
+        """The internal token, or a clear error when a production start has none."""
+        if self.internal_token is None:
+            raise RuntimeError(
+                "CODE_EXEC_INTERNAL_TOKEN is not set. Set it to a long random secret shared "
+                "between the executors and the API, or set CODE_EXEC_DEV_MODE=1 to generate "
+                "one for local use."
+            )
+        return self.internal_token.get_secret_value()
+
+
+class ExecutorSettings(SharedSettings):
+    """Every knob of the executor; CODE_EXEC_<NAME> in the environment sets it."""
+
     host: str = "127.0.0.1"
     port: int = 8001
-    dev_mode: bool = Field(
-        default=False, description="Generate a random internal token when none is set."
-    )
-    internal_token: SecretStr | None = Field(
-        default=None, description="Shared secret callers send as the Internal-Auth-Token header."
-    )
 
     backend: Literal["local", "e2b"] = "local"
     e2b_api_key: SecretStr | None = Field(
@@ -92,8 +127,11 @@ class ExecutorSettings(BaseSettings):
 
     state_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()) / "code-exec")
     runtime_dir: Path = Field(
-        default=_PROJECT_ROOT / ".runtime",
-        description="Built by `make`: python/ (the sandbox venv) and mplconfig/.",
+        default_factory=default_runtime_dir,
+        description=(
+            "The sandbox runtime (python/, the sandbox venv, and mplconfig/): `make` builds it "
+            "in <prefix>/share/code-exec/runtime of the service's venv."
+        ),
     )
     sandbox_uid_base: int = Field(
         default=200_000, description="When run as root, each sandbox gets its own host uid here."
@@ -101,23 +139,41 @@ class ExecutorSettings(BaseSettings):
     sandbox_uid_count: int = 10_000
 
     @model_validator(mode="after")
-    def _token_or_dev_mode(self) -> "ExecutorSettings":
-        # An empty value (e.g. `CODE_EXEC_INTERNAL_TOKEN=` left blank) is no secret at all.
-        for name in ("internal_token", "e2b_api_key"):
-            value = getattr(self, name)
-            if value is not None and not value.get_secret_value().strip():
-                setattr(self, name, None)
+    def _checked(self) -> Self:
         if self.internal_token is None and self.dev_mode:
             self.internal_token = SecretStr(secrets.token_urlsafe(32))
         if self.default_timeout_s > self.max_timeout_s:
             raise ValueError("default_timeout_s is above max_timeout_s")
         return self
 
-    def require_token(self) -> str:
-        """The internal token, or a clear error when a production start has none."""
-        if self.internal_token is None:
+    def limits(self) -> Limits:
+        """The limits callers meet, as tool descriptions and /health state them."""
+        return Limits.model_validate(self, from_attributes=True)
+
+
+class ClientSettings(SharedSettings):
+    """How a front-end (the API, `code-exec mcp`) reaches executors, and its per-user cap."""
+
+    executor_url: str | None = Field(
+        default=None, description="A remote executor; the executor runs in-process when unset."
+    )
+    executor_urls: list[str] = Field(
+        default_factory=list,
+        description="Several executors (JSON list): runs go to the least-loaded healthy one.",
+    )
+    max_concurrent_runs_per_user: int = Field(
+        default=4, description="Runs one user may have in progress at once, on every front-end."
+    )
+
+    @property
+    def remote(self) -> bool:
+        """Whether the executors are other processes."""
+        return bool(self.executor_url or self.executor_urls)
+
+    def check(self) -> None:
+        """Fail loudly when a start lacks what it needs."""
+        if self.remote and self.internal_token is None:
             raise RuntimeError(
-                "CODE_EXEC_INTERNAL_TOKEN is not set. Set it to a long random secret shared "
-                "with the API service, or set CODE_EXEC_DEV_MODE=1 to generate one for local use."
+                "CODE_EXEC_EXECUTOR_URL is set but CODE_EXEC_INTERNAL_TOKEN is not: the API "
+                "needs the executor's internal token"
             )
-        return self.internal_token.get_secret_value()

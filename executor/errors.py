@@ -12,11 +12,15 @@ statuses back into the same classes, so callers see one tree whichever client th
     │   ├── SessionNotFound          unknown, expired or someone else's session
     │   └── FileNotFound
     ├── SessionLost             410  the executor that held the session went away
-    ├── LimitExceeded           429  per-user or global cap on sessions
+    ├── LimitExceeded           429  a cap: runs in progress per user, sessions per user or in all
     ├── Unavailable             503  nothing to run on right now; retry later
     │   ├── PoolExhausted            no warm sandbox within the wait
     │   └── ExecutorUnreachable      the executor never accepted the request (safe to retry)
     └── SandboxFailure          500  a sandbox could not start or broke down
+        └── ProtocolError            (backends.local.protocol) a runner broke its protocol
+
+Two more live with their layer: ToolCallError (executor.tools, an InvalidRequest: the model
+called a tool wrongly) and ProtocolError.
 """
 
 from collections.abc import Iterable, Mapping
@@ -115,24 +119,22 @@ class SandboxFailure(ExecutorError):
     code = "sandbox_failure"
 
 
+def _descendants(cls: type[ExecutorError]) -> list[type[ExecutorError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _descendants(sub)
+    return found
+
+
 ERRORS_BY_CODE: dict[str, type[ExecutorError]] = {
-    cls.code: cls
-    for cls in (
-        ExecutorError,
-        InvalidRequest,
-        PayloadTooLarge,
-        Unauthorized,
-        NotFound,
-        SessionNotFound,
-        FileNotFound,
-        SessionLost,
-        LimitExceeded,
-        Unavailable,
-        PoolExhausted,
-        ExecutorUnreachable,
-        SandboxFailure,
-    )
+    cls.code: cls for cls in reversed(_descendants(ExecutorError))
 }
+"""The class of each error code (the most general class that has it)."""
+
+ERRORS_BY_STATUS: dict[int, type[ExecutorError]] = {
+    cls.status_code: cls for cls in ExecutorError.__subclasses__()
+}
+"""The class an HTTP status stands for, when an answer carries no error code of ours."""
 
 
 def validation_text(errors: Iterable[Mapping[str, Any]], default_where: str = "") -> str:

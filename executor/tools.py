@@ -1,35 +1,64 @@
-"""Calling a tool by name: parse and validate its arguments, run it, render its result.
+"""The three tools, each declared once: arguments, call, rendering, hints and session effect.
 
-Every front-end (OpenAI endpoint, MCP server) goes through here, so a tool behaves and reads
-the same wherever a model calls it. call_tool never raises for the model's mistakes or the
-code's failures: they become an error outcome whose text says what to do.
+Front-ends (the OpenAI endpoint, the MCP server) iterate over a ToolSet and never test a
+tool's name. Descriptions are written from the limits in force, so they stay true when an
+operator changes them. A ToolSet call never raises for the model's mistakes or the code's
+failures: they become an outcome whose text says what to do.
 """
 
+import copy
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 
-from executor.backends.base import OutputCallback
-from executor.client import ExecutorClient
+from executor.config import ExecutorSettings
 from executor.errors import ExecutorError, InvalidRequest, validation_text
+from executor.interface import ExecutorClient, OutputCallback
 from schemas.execution import ExecuteResult, Image
+from schemas.health import Limits
 from schemas.languages import Language
 from schemas.render import render_result
-from schemas.sessions import SessionInfo
-from schemas.tools import (
-    TOOLS,
-    CloseSessionArgs,
-    CloseSessionResult,
-    OpenSessionArgs,
-    RunCodeArgs,
-    ToolSpec,
-)
+from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.tools import CloseSessionArgs, OpenSessionArgs, RunCodeArgs
+
+A = TypeVar("A", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
+Arguments = str | dict[str, Any] | None
+"""A tool call's arguments as a model sends them: a JSON text, an object, or nothing."""
 
 
 class ToolCallError(InvalidRequest):
     """The model called a tool wrongly: unknown name, bad JSON, arguments off the schema."""
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What a tool does to the world, as MCP annotations say it."""
+
+    read_only: bool = False
+    destructive: bool = False
+    idempotent: bool = False
+    open_world: bool = False
+
+
+@dataclass(frozen=True)
+class SessionEffect:
+    """A session a call opened or closed (front-ends that track sessions read this)."""
+
+    opened: str | None = None
+    closed: str | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """Who calls a tool, through which client, and where its output goes as it comes."""
+
+    client: ExecutorClient
+    user: str
+    on_output: OutputCallback | None = None
 
 
 @dataclass
@@ -40,99 +69,268 @@ class ToolOutcome:
     is_error: bool
     structured: dict[str, Any] | None = None
     images: list[Image] = field(default_factory=list)
+    effect: SessionEffect | None = None
 
 
-def _validation_text(exc: ValidationError) -> str:
-    return validation_text(exc.errors(), default_where="arguments")
+def _memory(mb: int) -> str:
+    return f"{mb // 1024} GiB" if mb % 1024 == 0 else f"{mb} MiB"
 
 
-def parse_arguments(
-    name: str, arguments: str | dict[str, Any] | None
-) -> tuple[ToolSpec, BaseModel]:
-    """The tool and its validated arguments, or ToolCallError saying how to fix the call."""
-    spec = TOOLS.get(name)
-    if spec is None:
-        raise ToolCallError(f"unknown tool {name!r}; the tools are: {', '.join(TOOLS)}")
-    if isinstance(arguments, str):
+def _duration(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)} minutes"
+    return f"{seconds:g} seconds"
+
+
+class Tool(ABC, Generic[A, R]):
+    """One tool: what the model sees, how it is called, how its result reads.
+
+    A tool is declared as `class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code")`:
+    its argument and result models are the ones it is generic over.
+    """
+
+    name: ClassVar[str]
+    arguments: type[A]
+    result: type[R]
+    hints: ClassVar[Hints] = Hints()
+    description: ClassVar[str]
+    """For the model, with {limits.*}, {memory} and {idle} filled in from the limits in force."""
+
+    def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:
+            cls.name = name
+            cls.arguments, cls.result = get_args(cls.__orig_bases__[0])  # type: ignore[attr-defined]
+
+    @property
+    def title(self) -> str:
+        """A human title (MCP annotations)."""
+        return self.name.replace("_", " ").capitalize()
+
+    def describe(self, limits: Limits) -> str:
+        """The description the model reads, with the limits in force."""
+        return self.description.format(
+            limits=limits,
+            memory=_memory(limits.memory_limit_mb),
+            idle=_duration(limits.session_idle_ttl_s),
+        )
+
+    def field_descriptions(self, limits: Limits) -> dict[str, str]:
+        """Model-facing descriptions of the arguments, where they differ from the schema's."""
+        return {}
+
+    @abstractmethod
+    async def call(self, call: Call, args: A) -> R:
+        """Do what the tool does; executor errors propagate."""
+
+    @abstractmethod
+    def render(self, result: R) -> str:
+        """The model-ready text of a result."""
+
+    def failed(self, result: R) -> bool:
+        """Whether the result reports a failure of the user's code."""
+        return False
+
+    def images(self, result: R) -> list[Image]:
+        """Figures that travel beside the text."""
+        return []
+
+    def effect(self, args: A, result: R) -> SessionEffect | None:
+        """The session this call opened or closed."""
+        return None
+
+    def input_schema(self, limits: Limits) -> dict[str, Any]:
+        """The JSON Schema of the arguments, described for the model."""
+        schema = copy.deepcopy(self.arguments.model_json_schema())
+        for name, text in self.field_descriptions(limits).items():
+            schema["properties"][name]["description"] = text
+        return schema
+
+    def output_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the structured result."""
+        return self.result.model_json_schema()
+
+    def parse(self, arguments: Arguments) -> A:
+        """The validated arguments, or ToolCallError saying how to fix the call."""
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise ToolCallError(
+                    f"the arguments of {self.name} are not valid JSON ({exc.msg} at character "
+                    f'{exc.pos}); send one JSON object, e.g. {{"code": "print(1)"}}'
+                ) from None
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise ToolCallError(f"the arguments of {self.name} must be a JSON object")
         try:
-            arguments = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            raise ToolCallError(
-                f"the arguments of {name} are not valid JSON ({exc.msg} at character "
-                f'{exc.pos}); send one JSON object, e.g. {{"code": "print(1)"}}'
-            ) from None
-    if arguments is None:
-        arguments = {}
-    if not isinstance(arguments, dict):
-        raise ToolCallError(f"the arguments of {name} must be a JSON object")
-    try:
-        return spec, spec.arguments.model_validate(arguments)
-    except ValidationError as exc:
-        raise ToolCallError(f"invalid arguments for {name}: {_validation_text(exc)}") from None
+            return self.arguments.model_validate(arguments)
+        except ValidationError as exc:
+            text = validation_text(exc.errors(), default_where="arguments")
+            raise ToolCallError(f"invalid arguments for {self.name}: {text}") from None
+
+    async def outcome(self, call: Call, args: A) -> ToolOutcome:
+        """Call and render: what the model gets back."""
+        result = await self.call(call, args)
+        return ToolOutcome(
+            text=self.render(result),
+            is_error=self.failed(result),
+            structured=result.model_dump(mode="json"),
+            images=self.images(result),
+            effect=self.effect(args, result),
+        )
 
 
-async def invoke(
-    client: ExecutorClient,
-    args: BaseModel,
-    user: str,
-    on_output: OutputCallback | None = None,
-) -> BaseModel:
-    """Run a tool whose arguments are validated; executor errors propagate."""
-    if isinstance(args, RunCodeArgs):
-        try:
-            request = args.to_request()
-        except ValidationError as exc:  # e.g. a file path outside the workspace
-            raise ToolCallError(
-                f"invalid arguments for run_code: {_validation_text(exc)}"
-            ) from None
-        return await client.execute(request, user, on_output)
-    if isinstance(args, OpenSessionArgs):
-        return await client.open_session(args.language or Language.PYTHON, user)
-    if isinstance(args, CloseSessionArgs):
-        await client.close_session(args.session_id, user)
-        return CloseSessionResult(session_id=args.session_id, closed=True)
-    raise ToolCallError(f"no handler for {type(args).__name__}")
+class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
+    """run_code: one run, stateless or in a session."""
 
+    description = (
+        "Run code in an isolated sandbox and get its output. Languages: python (with numpy, "
+        "pandas, matplotlib; the value of a last bare expression is shown, as in a notebook; "
+        "plots come back as images), javascript (Node.js), bash, c (compiled with gcc). "
+        "There is no network access. Without session_id each call starts from a clean "
+        "sandbox; pass a session_id from open_session to keep variables, imports and files "
+        "between calls. Limits: timeout {limits.default_timeout_s:g} s by default (max "
+        "{limits.max_timeout_s:g}), {memory} of memory. Output is cut to a token budget "
+        "(default {limits.default_output_tokens}): the head and the tail are kept, and a line "
+        "'[... N lines (~T tokens) of stdout cut here; ...]' says where the rest can be read "
+        "(in a session, a file under /home/user/.outputs/ that your code can grep). Errors in "
+        "the code come back with the exception and its traceback."
+    )
 
-def render(result: BaseModel) -> str:
-    """The model-ready text of a tool's result."""
-    if isinstance(result, ExecuteResult):
+    def field_descriptions(self, limits: Limits) -> dict[str, str]:
+        """The arguments as the model should read them."""
+        return {
+            "code": "The source code to run.",
+            "language": "python (default), javascript, bash or c. In a session, the session's.",
+            "session_id": "Run in this session (from open_session) to keep variables between "
+            "calls.",
+            "timeout": f"Seconds before the run is stopped (default {limits.default_timeout_s:g}, "
+            f"max {limits.max_timeout_s:g}).",
+            "max_output_tokens": "Token budget of the result (default "
+            f"{limits.default_output_tokens}).",
+            "files": "Text files to write into /home/user before running.",
+        }
+
+    async def call(self, call: Call, args: RunCodeArgs) -> ExecuteResult:
+        """Run the code."""
+        return await call.client.execute(args.to_request(), call.user, call.on_output)
+
+    def render(self, result: ExecuteResult) -> str:
+        """Status, output, value, error and traceback, as schemas.render writes them."""
         return render_result(result)
-    if isinstance(result, SessionInfo):
+
+    def failed(self, result: ExecuteResult) -> bool:
+        """An error, a non-zero exit or a timeout."""
+        return result.failed
+
+    def images(self, result: ExecuteResult) -> list[Image]:
+        """The run's figures."""
+        return result.images
+
+
+class OpenSession(Tool[OpenSessionArgs, SessionInfo], name="open_session"):
+    """open_session: a sandbox whose state persists across runs."""
+
+    description = (
+        "Open a stateful session: a sandbox that keeps Python/JavaScript variables, Bash's "
+        "working directory and exported variables, and files in /home/user between run_code "
+        "calls. Worth it for multi-step work (load data once, then analyse it). Returns a "
+        "session_id for run_code. Sessions close after {idle} idle; close them with "
+        "close_session when done."
+    )
+
+    async def call(self, call: Call, args: OpenSessionArgs) -> SessionInfo:
+        """Open the session."""
+        return await call.client.open_session(args.language or Language.PYTHON, call.user)
+
+    def render(self, result: SessionInfo) -> str:
+        """The session id and what to do with it."""
         return (
             f"session_id: {result.session_id}\nlanguage: {result.language.value}\n"
             f"expires_at: {result.expires_at.isoformat()} (when idle; each run extends it)\n"
             "Pass this session_id to run_code; call close_session when done."
         )
-    if isinstance(result, CloseSessionResult):
+
+    def effect(self, args: OpenSessionArgs, result: SessionInfo) -> SessionEffect:
+        """The session opened."""
+        return SessionEffect(opened=result.session_id)
+
+
+class CloseSession(Tool[CloseSessionArgs, CloseSessionResult], name="close_session"):
+    """close_session: end a session and free its sandbox."""
+
+    hints = Hints(destructive=True, idempotent=True)
+    description = "Close a session opened with open_session and free its sandbox."
+
+    async def call(self, call: Call, args: CloseSessionArgs) -> CloseSessionResult:
+        """Close the session."""
+        return await call.client.close_session(args.session_id, call.user)
+
+    def render(self, result: CloseSessionResult) -> str:
+        """One line."""
         return f"session {result.session_id} closed"
-    return result.model_dump_json()
+
+    def effect(self, args: CloseSessionArgs, result: CloseSessionResult) -> SessionEffect:
+        """The session closed."""
+        return SessionEffect(closed=result.session_id)
 
 
-def is_failure(result: BaseModel) -> bool:
-    """Whether the result reports a failure of the user's code."""
-    return isinstance(result, ExecuteResult) and (
-        result.error is not None or result.exit_code != 0 or result.timed_out
-    )
+AnyTool = Tool[Any, Any]
 
 
-async def call_tool(
-    client: ExecutorClient,
-    name: str,
-    arguments: str | dict[str, Any] | None,
-    user: str,
-    on_output: OutputCallback | None = None,
-) -> ToolOutcome:
-    """Call a tool as a model asked; every failure becomes an outcome the model can read."""
-    try:
-        _, args = parse_arguments(name, arguments)
-        result = await invoke(client, args, user, on_output)
-    except ExecutorError as exc:
-        return ToolOutcome(text=f"error: {exc.message}", is_error=True)
-    images = result.images if isinstance(result, ExecuteResult) else []
-    return ToolOutcome(
-        text=render(result),
-        is_error=is_failure(result),
-        structured=result.model_dump(mode="json"),
-        images=images,
-    )
+class ToolSet:
+    """The tools as a model meets them under one set of limits."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or ExecutorSettings.model_construct().limits()
+        tools: list[AnyTool] = [RunCode(), OpenSession(), CloseSession()]
+        self.tools: dict[str, AnyTool] = {tool.name: tool for tool in tools}
+
+    def __iter__(self) -> Any:
+        return iter(self.tools.values())
+
+    def get(self, name: str) -> AnyTool:
+        """A tool by name, or ToolCallError naming the tools there are."""
+        tool = self.tools.get(name)
+        if tool is None:
+            raise ToolCallError(f"unknown tool {name!r}; the tools are: {', '.join(self.tools)}")
+        return tool
+
+    def describe(self, tool: AnyTool) -> str:
+        """A tool's description under these limits."""
+        return tool.describe(self.limits)
+
+    def input_schema(self, tool: AnyTool) -> dict[str, Any]:
+        """A tool's argument schema under these limits."""
+        return tool.input_schema(self.limits)
+
+    async def invoke(self, call: Call, name: str, arguments: Arguments) -> BaseModel:
+        """The structured result; mistakes and executor errors raise (HTTP status at the edge)."""
+        tool = self.get(name)
+        result: BaseModel = await tool.call(call, tool.parse(arguments))
+        return result
+
+    async def call(
+        self,
+        call: Call,
+        name: str,
+        arguments: Arguments,
+        propagate: tuple[type[ExecutorError], ...] = (),
+    ) -> ToolOutcome:
+        """Call a tool as a model asked; every failure becomes an outcome the model can read.
+
+        Errors of the `propagate` classes are raised instead, for a front-end that has a
+        better way to say them (an HTTP 429 with Retry-After, say).
+        """
+        try:
+            tool = self.get(name)
+            return await tool.outcome(call, tool.parse(arguments))
+        except propagate:
+            raise
+        except ExecutorError as exc:
+            return ToolOutcome(text=f"error: {exc.message}", is_error=True)

@@ -1,4 +1,4 @@
-"""The MCP server's tools, generated from schemas.TOOLS and run through executor.tools.
+"""The MCP front-end: the ToolSet's tools served by a low-level MCP server.
 
 Results carry the same model-ready text as the OpenAI endpoint, structuredContent matching
 each tool's outputSchema, PNG figures as ImageContent, and isError when the code failed.
@@ -17,10 +17,9 @@ from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.context import RequestContext
 
-from executor.client import ExecutorClient
 from executor.errors import ExecutorError
-from executor.tools import call_tool
-from schemas.tools import TOOLS, ToolSpec
+from executor.interface import ExecutorClient, OutputCallback
+from executor.tools import AnyTool, Call, ToolSet
 
 log = logging.getLogger(__name__)
 
@@ -34,38 +33,32 @@ UserOf = Callable[[RequestContext[Any, Any, Any]], str]
 _opened: ContextVar[set[tuple[str, str]]] = ContextVar("code_exec_opened_sessions")
 
 
-def _annotations(spec: ToolSpec) -> types.ToolAnnotations:
-    """Honest hints: tools change sandbox state, none reaches the outside world."""
-    return types.ToolAnnotations(
-        title=spec.name.replace("_", " ").capitalize(),
-        readOnlyHint=False,
-        destructiveHint=spec.name == "close_session",
-        idempotentHint=spec.name == "close_session",
-        openWorldHint=False,
+def tool_definition(tools: ToolSet, tool: AnyTool) -> types.Tool:
+    """One tool as MCP lists it, with honest annotations (no tool reaches the outside world)."""
+    return types.Tool(
+        name=tool.name,
+        description=tools.describe(tool),
+        inputSchema=tools.input_schema(tool),
+        outputSchema=tool.output_schema(),
+        annotations=types.ToolAnnotations(
+            title=tool.title,
+            readOnlyHint=tool.hints.read_only,
+            destructiveHint=tool.hints.destructive,
+            idempotentHint=tool.hints.idempotent,
+            openWorldHint=tool.hints.open_world,
+        ),
     )
-
-
-def tool_definitions() -> list[types.Tool]:
-    """The MCP tool list."""
-    return [
-        types.Tool(
-            name=spec.name,
-            description=spec.description,
-            inputSchema=spec.arguments.model_json_schema(),
-            outputSchema=spec.result.model_json_schema(),
-            annotations=_annotations(spec),
-        )
-        for spec in TOOLS.values()
-    ]
 
 
 class CodeExecServer(Server[Any, Any]):
     """A low-level MCP server that remembers the sessions each connection opened."""
 
-    def __init__(self, client: ExecutorClient, user_of: UserOf) -> None:
+    def __init__(self, client: ExecutorClient, tools: ToolSet, user_of: UserOf) -> None:
         super().__init__("code-exec", version="0.1.0", instructions=INSTRUCTIONS)
         self.client = client
+        self.tools = tools
         self.user_of = user_of
+        self._definitions = [tool_definition(tools, tool) for tool in tools]
         self.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
         self.call_tool(validate_input=False)(self._call_tool)
 
@@ -87,33 +80,35 @@ class CodeExecServer(Server[Any, Any]):
         return self.create_initialization_options(NotificationOptions())
 
     async def _list_tools(self) -> list[types.Tool]:
-        return tool_definitions()
+        return self._definitions
+
+    def _progress(self) -> OutputCallback | None:
+        """Output as progress notifications, when the client sent a progress token."""
+        ctx = self.request_context
+        token = ctx.meta.progressToken if ctx.meta else None
+        if token is None:
+            return None
+        sent = 0
+
+        async def report(stream: str, text: str) -> None:
+            nonlocal sent
+            sent += 1
+            await ctx.session.send_progress_notification(
+                token, progress=sent, message=text if stream == "stdout" else f"[{stream}] {text}"
+            )
+
+        return report
 
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        ctx = self.request_context
-        user = self.user_of(ctx)
-        token = ctx.meta.progressToken if ctx.meta else None
-        on_output = None
-        if token is not None:
-            sent = 0
-
-            async def report(stream: str, text: str) -> None:
-                nonlocal sent
-                sent += 1
-                await ctx.session.send_progress_notification(
-                    token,
-                    progress=sent,
-                    message=text if stream == "stdout" else f"[{stream}] {text}",
-                )
-
-            on_output = report
-        outcome = await call_tool(self.client, name, arguments, user, on_output)
-        if outcome.structured is not None and name == "open_session":
+        user = self.user_of(self.request_context)
+        outcome = await self.tools.call(Call(self.client, user, self._progress()), name, arguments)
+        if outcome.effect is not None:
             with contextlib.suppress(LookupError):
-                _opened.get().add((user, outcome.structured["session_id"]))
-        elif name == "close_session" and outcome.structured is not None:
-            with contextlib.suppress(LookupError):
-                _opened.get().discard((user, outcome.structured["session_id"]))
+                opened = _opened.get()
+                if outcome.effect.opened:
+                    opened.add((user, outcome.effect.opened))
+                if outcome.effect.closed:
+                    opened.discard((user, outcome.effect.closed))
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=outcome.text)]
         content += [
             types.ImageContent(type="image", data=image.data, mimeType="image/png")

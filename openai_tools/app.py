@@ -1,34 +1,40 @@
-"""The API service app: tools for OpenAI-style agents, the seeds' API, tokens, health."""
+"""The API host: one app, its settings, authentication and error envelope; front-ends inside.
+
+    request ─► CORS ─► BodyLimit ─► AuthMiddleware (credentials judged once) ─► routes:
+        /v1/tools…                        the OpenAI front-end   (openai_tools.tool_routes)
+        /v1/code_interpreter…, /executions the seeds' REST API     (openai_tools.seed_rest)
+        /execute, /execute-stream, ws /   the seeds' streaming   (openai_tools.seed_stream)
+        /mcp                              MCP over HTTP          (mcp_server.http)
+        /v1/auth/token, /health           the host's own
+    every front-end ─► the one ExecutorClient the composition root connected (capped per user)
+"""
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Body, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.routing import Route
 
-from executor.app import BodyLimit, error_response, validation_message
-from executor.client import ExecutorClient, HttpClient, InProcessClient
-from executor.config import ExecutorSettings
-from executor.errors import ExecutorError, InvalidRequest
-from executor.routing import RoutingClient
-from executor.service import Executor
-from mcp_server.mount import McpMount
-from openai_tools.auth import Authenticator
+from executor.errors import ExecutorError, InvalidRequest, Unauthorized
+from executor.interface import ExecutorClient
+from executor.tools import ToolSet
+from executor.web import BodyLimit, install_error_handlers
+from mcp_server.http import McpHttp
+from openai_tools import seed_rest, seed_stream, tool_routes
+from openai_tools.auth import Authenticator, AuthMiddleware, require_user
 from openai_tools.config import ApiSettings
 from openai_tools.deps import AuthDep, ClientDep
-from openai_tools.limits import RunLimiter
-from openai_tools.seed_routes import router as seed_router
-from openai_tools.seed_routes import websocket_endpoint
-from openai_tools.streaming import WsHub
-from openai_tools.tool_routes import router as tool_router
 
 log = logging.getLogger(__name__)
+
+Connect = Callable[[], AbstractAsyncContextManager[tuple[ExecutorClient, ToolSet]]]
+"""Opens the executor client (and the tools described for its limits) for the app's life."""
+
+MAX_BODY_BYTES = 80 * 1024 * 1024
 
 
 class TokenRequest(BaseModel):
@@ -38,47 +44,24 @@ class TokenRequest(BaseModel):
     ttl_s: int | None = None
 
 
-def create_api_app(
-    settings: ApiSettings | None = None,
-    *,
-    client: ExecutorClient | None = None,
-    executor_settings: ExecutorSettings | None = None,
-) -> FastAPI:
-    """The API app. Its executor client: the one given, HTTP to executor_url, or in-process."""
-    settings = settings or ApiSettings()
+def _challenge(exc: ExecutorError) -> dict[str, str]:
+    return {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
+
+
+def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
+    """The API app over the executor client `connect` opens when the app starts."""
     settings.check()
+    auth = Authenticator(settings)
+    mcp = McpHttp(require_user)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        executor: Executor | None = None
-        if client is not None:
+        async with connect() as (client, tools):
             app.state.client = client
-        elif settings.executor_urls:
-            assert settings.internal_token is not None
-            router = RoutingClient(
-                settings.executor_urls, settings.internal_token.get_secret_value()
-            )
-            await router.start()
-            app.state.client = router
-        elif settings.executor_url:
-            assert settings.internal_token is not None
-            app.state.client = HttpClient(
-                settings.executor_url, settings.internal_token.get_secret_value()
-            )
-        else:
-            executor = Executor(executor_settings or ExecutorSettings())
-            await executor.start()
-            app.state.client = InProcessClient(executor)
-            app.state.executor = executor
-        mcp.bind(app.state.client)
-        try:
+            app.state.tools = tools
+            mcp.bind(client, tools)
             async with mcp.running():
                 yield
-        finally:
-            if client is None:
-                await app.state.client.aclose()
-            if executor is not None:
-                await executor.close()
 
     app = FastAPI(
         title="code-exec",
@@ -90,11 +73,11 @@ def create_api_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.auth = Authenticator(settings)
-    app.state.limiter = RunLimiter(settings.max_concurrent_runs_per_user)
-    app.state.ws_hub = WsHub()
-    mcp = McpMount(app.state.auth)
-    app.add_middleware(BodyLimit, limit=80 * 1024 * 1024)
+    app.state.auth = auth
+    app.state.ws_hub = seed_stream.WsHub()
+    # Added innermost first: a request meets CORS, then the body limit, then authentication.
+    app.add_middleware(AuthMiddleware, auth=auth)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -103,20 +86,7 @@ def create_api_app(
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-
-    @app.exception_handler(ExecutorError)
-    async def executor_error(request: Request, exc: ExecutorError) -> JSONResponse:
-        response = error_response(exc)
-        if exc.status_code == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"error": {"code": "invalid_request", "message": validation_message(exc)}},
-            status_code=422,
-        )
+    install_error_handlers(app, _challenge)
 
     @app.get("/health", tags=["health"])
     async def health(client: ClientDep) -> dict[str, Any]:
@@ -125,7 +95,7 @@ def create_api_app(
             executor = await client.health()
         except ExecutorError as exc:
             return {"status": "degraded", "executor": {"error": exc.message}}
-        return {"status": "ok", "executor": executor}
+        return {"status": "ok", "executor": executor.model_dump(mode="json", exclude_none=True)}
 
     @app.post("/v1/auth/token", tags=["auth"])
     async def token(auth: AuthDep, body: Annotated[TokenRequest, Body()]) -> dict[str, Any]:
@@ -136,9 +106,8 @@ def create_api_app(
             raise InvalidRequest(f"ttl_s may be at most {settings.token_ttl_s}")
         return {"access_token": auth.issue(user, ttl), "token_type": "bearer", "expires_in": ttl}
 
-    app.include_router(tool_router)
-    app.include_router(seed_router)
+    app.include_router(tool_routes.router)
+    app.include_router(seed_rest.router)
+    app.include_router(seed_stream.router)
     app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
-    app.add_api_websocket_route("/", websocket_endpoint)
-    app.add_api_websocket_route("/ws", websocket_endpoint)
     return app

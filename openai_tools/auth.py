@@ -1,20 +1,31 @@
-"""Bearer tokens (JWT, pyjwt) and API keys.
+"""Who is calling: bearer tokens (JWT, pyjwt) and API keys, checked once per request.
 
 Tokens are HS256 with a shared secret by default, RS256 with a public key or a JWKS as an
 option; 'none' and any algorithm but the configured one are refused. A token's subject is the
 user: it owns the sessions it opens. API keys are configured as sha256 digests and exchanged
 for short-lived tokens.
+
+AuthMiddleware reads the credentials of every HTTP and WebSocket request once (the
+Authorization header, or ?token= on a WebSocket, which browsers cannot give headers) and
+leaves the verdict in the ASGI scope; routes, the WebSocket endpoint and the MCP front-end
+ask require_user for it. Public routes simply never ask.
 """
 
+import asyncio
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import jwt
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from executor.errors import InvalidRequest, Unauthorized
 from openai_tools.config import ApiSettings
+
+SCOPE_KEY = "code_exec.auth"
 
 
 def _pem(value: str) -> str:
@@ -24,6 +35,24 @@ def _pem(value: str) -> str:
 def hash_api_key(key: str) -> str:
     """The sha256 hex digest under which an API key is configured."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer` header, or Unauthorized."""
+    if not authorization:
+        raise Unauthorized("missing Authorization: Bearer <token> (get one at /v1/auth/token)")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the credentials of one request came to: a user, or why there is none."""
+
+    user: str | None
+    error: Unauthorized | None = None
 
 
 class Authenticator:
@@ -105,6 +134,16 @@ class Authenticator:
             raise Unauthorized("invalid token: no subject")
         return subject
 
+    async def judge(self, scope: Scope) -> Verdict:
+        """The verdict on a request's credentials (a JWKS lookup runs off the event loop)."""
+        try:
+            token = _credentials(scope)
+            if self._jwks is not None:
+                return Verdict(await asyncio.to_thread(self.verify, token))
+            return Verdict(self.verify(token))
+        except Unauthorized as exc:
+            return Verdict(None, exc)
+
     def user_for_key(self, key: str) -> str:
         """The user an API key belongs to (constant-time comparison of digests)."""
         digest = hash_api_key(key)
@@ -112,3 +151,38 @@ class Authenticator:
             if hmac.compare_digest(known, digest):
                 return user
         raise Unauthorized("unknown API key")
+
+
+def _credentials(scope: Scope) -> str:
+    if scope["type"] == "websocket":
+        query: dict[str, list[str]] = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if query.get("token"):
+            return query["token"][0]
+    headers = dict(scope.get("headers") or [])
+    authorization = headers.get(b"authorization")
+    return bearer_token(authorization.decode("latin-1") if authorization is not None else None)
+
+
+class AuthMiddleware:
+    """Judges every HTTP and WebSocket request's credentials once; the verdict goes in scope."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Judge, then pass the request on (routes decide whether they need a user)."""
+        if scope["type"] in ("http", "websocket"):
+            scope[SCOPE_KEY] = await self.auth.judge(scope)
+        await self.app(scope, receive, send)
+
+
+def require_user(scope: Scope) -> str:
+    """The authenticated user of a request, or the Unauthorized its credentials earned."""
+    verdict: Verdict | None = scope.get(SCOPE_KEY)
+    if verdict is None:
+        raise Unauthorized("this request was not authenticated")
+    if verdict.user is None:
+        raise verdict.error or Unauthorized("invalid credentials")
+    user: str = verdict.user
+    return user

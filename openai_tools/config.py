@@ -1,32 +1,19 @@
-"""Settings of the API service (environment prefix CODE_EXEC_)."""
+"""Settings of the API host (environment prefix CODE_EXEC_; see executor.config for the base)."""
 
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from executor.config import ClientSettings
 
 
-class ApiSettings(BaseSettings):
-    """Every knob of the API service; CODE_EXEC_<NAME> in the environment sets it."""
-
-    model_config = SettingsConfigDict(env_prefix="CODE_EXEC_", env_file=".env", extra="ignore")
+class ApiSettings(ClientSettings):
+    """Every knob of the API host; CODE_EXEC_<NAME> in the environment sets it."""
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    dev_mode: bool = Field(default=False, description="Generate missing secrets, say so.")
-
-    executor_url: str | None = Field(
-        default=None, description="A remote executor; the executor runs in-process when unset."
-    )
-    executor_urls: list[str] = Field(
-        default_factory=list,
-        description="Several executors (JSON list): runs go to the least-loaded healthy one.",
-    )
-    internal_token: SecretStr | None = Field(
-        default=None, description="Sent to a remote executor as Internal-Auth-Token."
-    )
 
     jwt_algorithm: Literal["HS256", "RS256"] = "HS256"
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing secret.")
@@ -50,16 +37,10 @@ class ApiSettings(BaseSettings):
         default=None, description="A file of 'user sha256-hex' lines."
     )
 
-    max_concurrent_runs_per_user: int = 4
     cors_origins: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _dev_secrets(self) -> "ApiSettings":
-        # An empty value (a blank line of .env.example) is no secret at all.
-        for name in ("internal_token", "jwt_secret"):
-            value = getattr(self, name)
-            if value is not None and not value.get_secret_value().strip():
-                setattr(self, name, None)
+    def _dev_secret(self) -> Self:
         if self.dev_mode and self.jwt_algorithm == "HS256" and self.jwt_secret is None:
             self.jwt_secret = SecretStr(secrets.token_urlsafe(32))
         return self
@@ -73,11 +54,7 @@ class ApiSettings(BaseSettings):
             )
         if self.jwt_algorithm == "RS256" and not (self.jwt_public_key or self.jwks_url):
             raise RuntimeError("RS256 needs CODE_EXEC_JWT_PUBLIC_KEY or CODE_EXEC_JWKS_URL")
-        if (self.executor_url or self.executor_urls) and self.internal_token is None:
-            raise RuntimeError(
-                "CODE_EXEC_EXECUTOR_URL is set but CODE_EXEC_INTERNAL_TOKEN is not: the API "
-                "needs the executor's internal token"
-            )
+        super().check()
         if "*" in self.cors_origins:
             raise RuntimeError(
                 "CODE_EXEC_CORS_ORIGINS may not be '*': name the origins (credentials are sent)"

@@ -1,66 +1,28 @@
-"""FastAPI dependencies of the API service."""
+"""FastAPI dependencies of the API host, shared by its front-ends."""
 
 from typing import Annotated
 
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, Request
 
-from executor.client import ExecutorClient
-from executor.errors import Unauthorized
-from openai_tools.auth import Authenticator
+from executor.interface import ExecutorClient
+from executor.tools import ToolSet
+from executor.web import app_state
+from openai_tools.auth import Authenticator, require_user
 from openai_tools.config import ApiSettings
-from openai_tools.limits import RunLimiter
+
+get_settings = app_state("settings", ApiSettings)
+get_auth = app_state("auth", Authenticator)
+get_client = app_state("client", ExecutorClient)  # type: ignore[type-abstract]
+get_tools = app_state("tools", ToolSet)
 
 
-def get_settings(request: Request) -> ApiSettings:
-    """The settings the app was built with."""
-    settings: ApiSettings = request.app.state.settings
-    return settings
-
-
-def get_auth(request: Request) -> Authenticator:
-    """The app's authenticator."""
-    auth: Authenticator = request.app.state.auth
-    return auth
-
-
-def get_client(request: Request) -> ExecutorClient:
-    """The executor client (HTTP or in-process): front-ends never know which."""
-    client: ExecutorClient = request.app.state.client
-    return client
-
-
-def get_limiter(request: Request) -> RunLimiter:
-    """The per-user run limiter."""
-    limiter: RunLimiter = request.app.state.limiter
-    return limiter
-
-
-def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer` header, or Unauthorized."""
-    if not authorization:
-        raise Unauthorized("missing Authorization: Bearer <token> (get one at /v1/auth/token)")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
-
-
-def current_user(request: Request, auth: Annotated[Authenticator, Depends(get_auth)]) -> str:
+def current_user(request: Request) -> str:
     """The token's subject: the user who owns what this request opens."""
-    return auth.verify(bearer_token(request.headers.get("authorization")))
-
-
-def websocket_user(websocket: WebSocket) -> str:
-    """A WebSocket's user, from ?token= (browsers cannot set headers) or the header."""
-    auth: Authenticator = websocket.app.state.auth
-    token = websocket.query_params.get("token")
-    if token:
-        return auth.verify(token)
-    return auth.verify(bearer_token(websocket.headers.get("authorization")))
+    return require_user(request.scope)
 
 
 UserDep = Annotated[str, Depends(current_user)]
 ClientDep = Annotated[ExecutorClient, Depends(get_client)]
-LimiterDep = Annotated[RunLimiter, Depends(get_limiter)]
+ToolsDep = Annotated[ToolSet, Depends(get_tools)]
 AuthDep = Annotated[Authenticator, Depends(get_auth)]
 SettingsDep = Annotated[ApiSettings, Depends(get_settings)]

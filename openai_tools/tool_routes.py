@@ -1,55 +1,43 @@
-"""OpenAI function calling: the tool list, and tool calls in, tool messages out."""
+"""The OpenAI front-end: the tool list in strict mode, and tool calls in, tool messages out."""
 
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
-from executor.errors import InvalidRequest
-from executor.tools import call_tool, invoke, parse_arguments
-from openai_tools.deps import ClientDep, LimiterDep, UserDep
-from schemas.strict import strict_json_schema
-from schemas.tools import TOOLS
+from executor.errors import InvalidRequest, LimitExceeded
+from executor.tools import Call, ToolSet
+from openai_tools.deps import ClientDep, ToolsDep, UserDep
+from openai_tools.strict import strict_json_schema
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
 
-def chat_tools() -> list[dict[str, Any]]:
-    """The `tools` list of a Chat Completions request."""
-    return [
-        {
-            "type": "function",
-            "function": {
-                "name": spec.name,
-                "description": spec.description,
-                "parameters": strict_json_schema(spec.arguments),
-                "strict": True,
-            },
-        }
-        for spec in TOOLS.values()
-    ]
-
-
-def responses_tools() -> list[dict[str, Any]]:
-    """The `tools` list of a Responses API request."""
-    return [
-        {
-            "type": "function",
-            "name": spec.name,
-            "description": spec.description,
-            "parameters": strict_json_schema(spec.arguments),
+def function_tools(tools: ToolSet, api: Literal["chat", "responses"]) -> list[dict[str, Any]]:
+    """The `tools` list of a Chat Completions (or Responses) request, strict mode on."""
+    listed = []
+    for tool in tools:
+        function = {
+            "name": tool.name,
+            "description": tools.describe(tool),
+            "parameters": strict_json_schema(tools.input_schema(tool)),
             "strict": True,
         }
-        for spec in TOOLS.values()
-    ]
+        listed.append(
+            {"type": "function", "function": function}
+            if api == "chat"
+            else {"type": "function", **function}
+        )
+    return listed
 
 
 @router.get("")
 async def list_tools(
+    tools: ToolsDep,
     format: Annotated[Literal["chat", "responses"], Query()] = "chat",
 ) -> list[dict[str, Any]]:
     """The tools, ready to pass as `tools` to Chat Completions (default) or Responses."""
-    return chat_tools() if format == "chat" else responses_tools()
+    return function_tools(tools, format)
 
 
 _ENVELOPE_HELP = (
@@ -93,16 +81,17 @@ def _normalise(body: Any) -> tuple[list[tuple[str, str, Any]], Literal["chat", "
 @router.post("/call")
 async def call_tools(
     client: ClientDep,
+    tools: ToolsDep,
     user: UserDep,
-    limiter: LimiterDep,
     body: Annotated[Any, Body()],
 ) -> list[dict[str, Any]]:
     """Run the calls of a model's response in order; returns the messages to append."""
     calls, style = _normalise(body)
     messages: list[dict[str, Any]] = []
     for call_id, name, arguments in calls:
-        async with limiter.slot(user):
-            outcome = await call_tool(client, name, arguments, user)
+        # Over the per-user cap, the whole request answers 429 with Retry-After: the loop
+        # retries the call, rather than the model reading about someone's concurrency.
+        outcome = await tools.call(Call(client, user), name, arguments, (LimitExceeded,))
         if style == "chat":
             messages.append({"role": "tool", "tool_call_id": call_id, "content": outcome.text})
         else:
@@ -116,12 +105,10 @@ async def call_tools(
 async def call_one(
     name: str,
     client: ClientDep,
+    tools: ToolsDep,
     user: UserDep,
-    limiter: LimiterDep,
     arguments: Annotated[dict[str, Any], Body()],
 ) -> Response:
     """Call one tool with an arguments object; the structured result as JSON."""
-    _, args = parse_arguments(name, arguments)
-    async with limiter.slot(user):
-        result = await invoke(client, args, user)
+    result = await tools.invoke(Call(client, user), name, arguments)
     return Response(result.model_dump_json(), media_type="application/json")

@@ -1,12 +1,14 @@
 """A request to run code, and what came of it.
 
 "The user's code failed" is a value here (exit_code, error); it is never an exception.
+ExecuteRequest is the one model of a run: the tool arguments (schemas.tools.RunCodeArgs) and
+the seed APIs' bodies are narrower views of it, validated by the same field definitions.
 """
 
 import re
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.languages import Language, LanguageName
 
@@ -29,8 +31,12 @@ def check_workspace_path(path: str) -> str:
     return "/".join(parts)
 
 
-class ExecuteRequest(BaseModel):
-    """Run code once in a fresh sandbox, or in a session when session_id is given."""
+WorkspacePath = Annotated[str, AfterValidator(check_workspace_path)]
+"""A path inside /home/user, normalised to be relative to it."""
+
+
+class RunFields(BaseModel):
+    """The fields every way of asking for a run shares, each validated here once."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,20 +48,13 @@ class ExecuteRequest(BaseModel):
             "Defaults to the session's language, or python."
         ),
     )
+    session_id: str | None = Field(
+        default=None, description="Run inside this session (state persists across runs)."
+    )
     timeout: float | None = Field(
         default=None,
         gt=0,
         description="Wall-clock limit in seconds; the executor's default when omitted.",
-    )
-    session_id: str | None = Field(
-        default=None, description="Run inside this session (state persists across runs)."
-    )
-    files: dict[str, str] | None = Field(
-        default=None,
-        description="Files to write into the workspace /home/user before running: {path: text}.",
-    )
-    env: dict[str, str] | None = Field(
-        default=None, description="Environment variables for this run."
     )
     max_output_tokens: int | None = Field(
         default=None,
@@ -65,17 +64,22 @@ class ExecuteRequest(BaseModel):
             "error); the executor's default when omitted. Cut output stays retrievable."
         ),
     )
+
+
+class ExecuteRequest(RunFields):
+    """Run code once in a fresh sandbox, or in a session when session_id is given."""
+
+    files: dict[WorkspacePath, str] | None = Field(
+        default=None,
+        description="Files to write into the workspace /home/user before running: {path: text}.",
+    )
+    env: dict[str, str] | None = Field(
+        default=None, description="Environment variables for this run."
+    )
     token_encoding: str | None = Field(
         default=None,
         description="Count tokens as this encoding (o200k_base, cl100k_base) or model (gpt-4o).",
     )
-
-    @field_validator("files")
-    @classmethod
-    def _files_inside_workspace(cls, files: dict[str, str] | None) -> dict[str, str] | None:
-        if files is None:
-            return None
-        return {check_workspace_path(path): content for path, content in files.items()}
 
     @field_validator("env")
     @classmethod
@@ -90,6 +94,15 @@ class ExecuteRequest(BaseModel):
             if "\x00" in value:
                 raise ValueError(f"environment variable {name!r} contains a NUL byte")
         return env
+
+    @classmethod
+    def of(cls, fields: BaseModel, **extra: Any) -> "ExecuteRequest":
+        """The request a validated model with the same fields stands for, not validated again.
+
+        Every field of this model that `fields` has is taken from it; `extra` gives the rest.
+        """
+        values = {name: getattr(fields, name) for name in cls.model_fields if hasattr(fields, name)}
+        return cls.model_construct(**{**values, **extra})
 
 
 class ExecutionError(BaseModel):
@@ -146,3 +159,8 @@ class ExecuteResult(BaseModel):
     )
     truncation: Truncation | None = None
     images: list[Image] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the user's code failed (an error, a non-zero exit or a timeout)."""
+        return self.error is not None or self.exit_code != 0 or self.timed_out

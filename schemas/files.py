@@ -2,7 +2,9 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.execution import WorkspacePath
 
 
 class FileInfo(BaseModel):
@@ -12,3 +14,12 @@ class FileInfo(BaseModel):
     size: int = Field(description="Size in bytes (0 for directories).")
     is_dir: bool = False
     modified_at: datetime
+
+
+class FileArg(BaseModel):
+    """A text file to place in the workspace before the code runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: WorkspacePath = Field(description="Path relative to /home/user, e.g. 'data/input.csv'.")
+    content: str = Field(description="The file's text.")

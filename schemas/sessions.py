@@ -30,3 +30,10 @@ class SessionInfo(BaseModel):
     )
     runs: int = Field(default=0, description="Runs executed in this session so far.")
     busy: bool = Field(default=False, description="Whether a run is in progress now.")
+
+
+class CloseSessionResult(BaseModel):
+    """What closing a session did."""
+
+    session_id: str
+    closed: bool

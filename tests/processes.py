@@ -1,7 +1,9 @@
-"""Real code-exec processes on loopback for the tests: spawn, wait for /health, stop."""
+"""Real code-exec processes on loopback, for the tests and the benchmarks: spawn, wait for
+/health, stop. (bench/common.py starts its servers through code_exec_process too.)"""
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,29 +16,39 @@ from typing import Any
 import httpx
 
 
-def new_state_dir() -> Path:
+def new_state_dir(prefix: str = "code-exec-test-") -> Path:
     """A state dir under /tmp: pytest's tmp_path lies in a 0700 directory that sandbox uids
     cannot cross to reach the mounts."""
-    path = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/tmp"))
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(path, 0o755)
     return path
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextmanager
 def code_exec_process(
     command: str,
-    port: int,
+    port: int | None,
     settings: dict[str, str],
     ready: Callable[[dict[str, Any]], bool],
     state: Path | None = None,
     timeout_s: float = 40,
+    quiet: bool = False,
 ) -> Iterator[tuple[str, "subprocess.Popen[bytes]"]]:
     """`code-exec COMMAND --port PORT` with CODE_EXEC_* settings, once ready(/health) holds.
 
-    Yields (url, process). The state dir is created and removed here unless one is given.
+    Yields (url, process). The port is a free one when None; the state dir is created and
+    removed here unless one is given; quiet sends the process's stderr to /dev/null.
     """
     owned = state is None
     state = state or new_state_dir()
+    port = port or free_port()
     env = {
         **os.environ,
         "CODE_EXEC_STATE_DIR": str(state),
@@ -54,20 +66,20 @@ def code_exec_process(
             str(port),
         ],
         env=env,
+        stderr=subprocess.DEVNULL if quiet else None,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if ready(httpx.get(f"{url}/health", timeout=1).json()):
-                break
-        except (httpx.TransportError, KeyError, ValueError):
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise AssertionError(f"code-exec {command} did not start")
-        time.sleep(0.1)
     try:
+        while True:
+            try:
+                if ready(httpx.get(f"{url}/health", timeout=1).json()):
+                    break
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise AssertionError(f"code-exec {command} did not start")
+            time.sleep(0.1)
         yield url, process
     finally:
         process.terminate()
@@ -75,5 +87,6 @@ def code_exec_process(
             process.wait(20)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
         if owned:
             shutil.rmtree(state, ignore_errors=True)

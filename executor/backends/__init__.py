@@ -1,9 +1,9 @@
 """Sandbox backends behind one small Protocol, chosen by configuration with a lazy import."""
 
-from executor.backends.base import Backend, OutputCallback, RunOutcome, Sandbox
+from executor.backends.base import Backend, RunOutcome, Sandbox
 from executor.config import ExecutorSettings
 
-__all__ = ["Backend", "OutputCallback", "RunOutcome", "Sandbox", "create_backend"]
+__all__ = ["Backend", "RunOutcome", "Sandbox", "create_backend"]
 
 
 def create_backend(settings: ExecutorSettings) -> Backend:

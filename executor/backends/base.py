@@ -1,17 +1,17 @@
 """The backend interface: create sandboxes, run code in them, close them, report health."""
 
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from executor.capture import StreamCapture
+from executor.backends.capture import StreamCapture
+from executor.interface import OutputCallback
 from schemas.execution import ExecutionError, Image
 from schemas.files import FileInfo
+from schemas.health import BackendHealth
 from schemas.languages import Language
-
-OutputCallback = Callable[[str, str], Awaitable[None]]
 
 
 def signal_error(exit_code: int) -> ExecutionError | None:
@@ -24,9 +24,6 @@ def signal_error(exit_code: int) -> ExecutionError | None:
         return None
     description = signal.strsignal(sig) or sig.name
     return ExecutionError(name="Signal", value=f"killed by {sig.name} ({description})")
-
-
-"""Called with ("stdout" | "stderr", text) as output is produced."""
 
 
 @dataclass
@@ -112,7 +109,7 @@ class Backend(Protocol):
         """Start a sandbox whose runner is ready for code."""
         ...
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> BackendHealth:
         """What isolation and limits are in force, for /health and the startup log."""
         ...
 

@@ -19,12 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import OutputCallback, RunOutcome, signal_error
-from executor.capture import StreamCapture
+from executor.backends.base import RunOutcome, signal_error
+from executor.backends.capture import StreamCapture
 from executor.config import ExecutorSettings
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure, Unavailable
+from executor.interface import OutputCallback
 from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
+from schemas.health import BackendHealth
 from schemas.languages import Language
 
 log = logging.getLogger(__name__)
@@ -351,15 +353,17 @@ class E2BBackend:
         """Drop a closed sandbox from the live set."""
         self._live.pop(sandbox.id, None)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> BackendHealth:
         """What this backend is and how many sandboxes it holds."""
-        return {
-            "backend": self.name,
-            "isolation": "E2B cloud sandboxes (Firecracker microVMs)",
-            "executor_tag": f"{TAG}={self.settings.e2b_executor_name}",
-            "creates_per_s": self.settings.e2b_creates_per_s,
-            "live_sandboxes": len(self._live),
-        }
+        return BackendHealth.model_validate(
+            {
+                "backend": self.name,
+                "live_sandboxes": len(self._live),
+                "isolation": "E2B cloud sandboxes (Firecracker microVMs)",
+                "executor_tag": f"{TAG}={self.settings.e2b_executor_name}",
+                "creates_per_s": self.settings.e2b_creates_per_s,
+            }
+        )
 
     async def close(self) -> None:
         """Kill every sandbox still open."""

@@ -1,10 +1,11 @@
-"""Fixtures for executor tests: a real Executor, and a real executor process on loopback."""
+"""Fixtures for executor tests: real Executors, a real executor process on loopback, and an
+executor of either kind (the fake backend, or real sandboxes in the slow tier)."""
 
 import shutil
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 
 from executor.config import ExecutorSettings
-from executor.service import Executor
+from executor.core import Executor
+from tests.conftest import fake_settings
+from tests.fakes import FakeBackend
 from tests.processes import code_exec_process, new_state_dir
 
 TOKEN = "test-internal-token-0123456789"
@@ -32,21 +35,43 @@ def executor_state_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-async def make_executor(executor_state_dir: Path) -> AsyncIterator[Any]:
-    """Build and start Executors with setting overrides; all closed at the end."""
+@asynccontextmanager
+async def _executors(kind: str) -> AsyncIterator[Any]:
+    """A factory of started Executors of one kind ("fake" or "real"), closed on exit."""
     started: list[Executor] = []
+    state = new_state_dir()
 
-    async def factory(**overrides: Any) -> Executor:
-        overrides.setdefault("pool_sizes", {"python": 1, "javascript": 0, "bash": 0, "c": 0})
-        executor = Executor(ExecutorSettings(state_dir=executor_state_dir, **overrides))
+    async def factory(fake_start_delay_s: float = 0.0, **overrides: Any) -> Executor:
+        if kind == "fake":
+            backend = FakeBackend(start_delay_s=fake_start_delay_s)
+            executor = Executor(fake_settings(state, **overrides), backend)
+        else:
+            overrides.setdefault("pool_sizes", {"python": 1, "javascript": 0, "bash": 0, "c": 0})
+            executor = Executor(ExecutorSettings(state_dir=state, **overrides))
         await executor.start()
         started.append(executor)
         return executor
 
-    yield factory
-    for executor in started:
-        await executor.close()
+    try:
+        yield factory
+    finally:
+        for executor in started:
+            await executor.aclose()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+async def make_executor() -> AsyncIterator[Any]:
+    """Build and start real Executors (bubblewrap sandboxes) with setting overrides."""
+    async with _executors("real") as factory:
+        yield factory
+
+
+@pytest.fixture(params=["fake", pytest.param("real", marks=pytest.mark.slow)])
+async def make_any_executor(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """An executor factory over the fake backend, or (slow tier) over real sandboxes."""
+    async with _executors(request.param) as factory:
+        yield factory
 
 
 @dataclass

@@ -1,78 +1,53 @@
-"""Tool calls as a model might make them, fuzzed: every mistake is a ToolCallError."""
+"""The tool declarations: one validation, descriptions from the limits, calls that never raise.
 
-import json
+(test_tools_fuzz.py fuzzes the arguments, in the slow tier.)
+"""
+
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from executor.client import InProcessClient
-from executor.tools import ToolCallError, call_tool, invoke, parse_arguments
-from schemas.tools import TOOLS, RunCodeArgs
+from executor.config import ExecutorSettings
+from executor.tools import Call, ToolSet
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=5)
-    ),
-    max_leaves=12,
-)
-ARGUMENTS = st.dictionaries(
-    st.sampled_from(
-        ["code", "language", "session_id", "timeout", "max_output_tokens", "files", "env", "extra"]
-    ),
-    JSON,
-    max_size=6,
-)
+TOOLS = ToolSet()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(name=st.sampled_from([*TOOLS, "rm", ""]), raw=JSON | ARGUMENTS | st.text())
-def test_arguments_either_parse_or_say_what_is_wrong(name: str, raw: object) -> None:
-    arguments = raw if isinstance(raw, str | dict) else json.dumps(raw)
-    try:
-        _, args = parse_arguments(name, arguments)  # type: ignore[arg-type]
-    except ToolCallError as exc:
-        assert exc.message and exc.status_code == 422
-        return
-    if isinstance(args, RunCodeArgs):
-        try:
-            args.to_request()
-        except ValueError:
-            pass  # invoke() turns this into a ToolCallError (tested below)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    files=st.lists(
-        st.fixed_dictionaries({"path": st.text(max_size=20), "content": st.text(max_size=5)}),
-        min_size=1,
-        max_size=3,
+def test_descriptions_follow_the_limits_in_force() -> None:
+    default = ToolSet()
+    run_code = default.get("run_code")
+    assert "timeout 30 s by default (max 300), 1 GiB of memory" in default.describe(run_code)
+    assert "token budget (default 2000)" in default.describe(run_code)
+    assert "15 minutes idle" in default.describe(default.get("open_session"))
+    operator = ExecutorSettings(
+        default_timeout_s=10,
+        max_timeout_s=60,
+        memory_limit_mb=512,
+        default_output_tokens=800,
+        session_idle_ttl_s=3600,
+        _env_file=None,
     )
-)
-def test_bad_file_paths_never_reach_the_executor(files: list[dict[str, str]]) -> None:
-    class Unreachable:
-        async def execute(self, *args: object, **kwargs: object) -> None:
-            raise AssertionError("an invalid request reached the executor")
+    tuned = ToolSet(operator.limits())
+    text = tuned.describe(tuned.get("run_code"))
+    assert "timeout 10 s by default (max 60), 512 MiB of memory" in text
+    assert "(default 800)" in text
+    assert "1 hour idle" in tuned.describe(tuned.get("open_session"))
+    schema = tuned.input_schema(tuned.get("run_code"))
+    assert schema["properties"]["timeout"]["description"] == (
+        "Seconds before the run is stopped (default 10, max 60)."
+    )
 
-    _, args = parse_arguments("run_code", {"code": "1", "files": files})
-    import anyio
 
-    async def go() -> None:
-        try:
-            await invoke(Unreachable(), args, "u")  # type: ignore[arg-type]
-        except ToolCallError as exc:
-            assert "files" in exc.message
-        except AssertionError:
-            # Reached the executor: then every path had to be a valid workspace path.
-            args.to_request()  # type: ignore[attr-defined]
-
-    anyio.run(go)
+def test_front_ends_need_no_tool_names() -> None:
+    hints = {tool.name: tool.hints for tool in TOOLS}
+    assert list(hints) == ["run_code", "open_session", "close_session"]
+    assert hints["close_session"].destructive and hints["close_session"].idempotent
+    assert not any(h.open_world or h.read_only for h in hints.values())
 
 
 @pytest.mark.anyio
-async def test_call_tool_never_raises_for_garbage(make_executor) -> None:  # type: ignore[no-untyped-def]
-    client = InProcessClient(await make_executor(pool_sizes={"python": 0}))
+async def test_call_never_raises_for_garbage(make_fake_executor: Any) -> None:
+    client = await make_fake_executor(pool_sizes={"python": 0})
     for arguments in (
         "",
         "{",
@@ -84,9 +59,31 @@ async def test_call_tool_never_raises_for_garbage(make_executor) -> None:  # typ
         '{"session_id": 3}',
         "\x00",
     ):
-        for name in TOOLS:
-            outcome = await call_tool(client, name, arguments, "u")
+        for name in TOOLS.tools:
+            outcome = await TOOLS.call(Call(client, "u"), name, arguments)
             if name == "open_session" and arguments in ("", "null"):
                 assert not outcome.is_error  # no arguments are needed to open a session
+                assert outcome.effect is not None and outcome.effect.opened
                 continue
             assert outcome.is_error and outcome.text.startswith("error: "), (name, arguments)
+
+
+@pytest.mark.anyio
+async def test_outcomes_carry_text_structure_images_and_session_effects(
+    make_fake_executor: Any,
+) -> None:
+    client = await make_fake_executor()
+    call = Call(client, "u")
+    opened = await TOOLS.call(call, "open_session", {})
+    sid = opened.structured["session_id"]  # type: ignore[index]
+    assert opened.effect is not None and opened.effect.opened == sid
+    assert f"session_id: {sid}" in opened.text
+    code = "print('hi')\nimage('iVBOR')\n6 * 7"
+    ran = await TOOLS.call(call, "run_code", {"code": code, "session_id": sid})
+    assert ran.text == "exit_code: 0\nstdout:\nhi\nvalue: 42\nimages: 1 PNG (returned separately)"
+    assert [i.data for i in ran.images] == ["iVBOR"] and not ran.is_error
+    failed = await TOOLS.call(call, "run_code", {"code": "1/0"})
+    assert failed.is_error and "ZeroDivisionError" in failed.text
+    closed = await TOOLS.call(call, "close_session", {"session_id": sid})
+    assert closed.text == f"session {sid} closed"
+    assert closed.effect is not None and closed.effect.closed == sid

@@ -1,4 +1,7 @@
-"""The MCP server through the official client: in memory, over stdio, over streamable HTTP."""
+"""The MCP server through the official client: in memory, over stdio, over streamable HTTP.
+
+In memory, the tests run over the fake backend (fast tier) and over real sandboxes (slow).
+"""
 
 import base64
 import os
@@ -14,7 +17,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.memory import create_connected_server_and_client_session
 
-from executor.client import InProcessClient
+from executor.tools import ToolSet
 from mcp_server.server import CodeExecServer
 from tests.openai_tools.conftest import Api, _port, mint, start_api
 
@@ -22,9 +25,9 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def memory(make_executor) -> AsyncIterator[tuple[ClientSession, object]]:  # type: ignore[no-untyped-def]
-    executor = await make_executor()
-    server = CodeExecServer(InProcessClient(executor), lambda ctx: "memory-user")
+async def memory(make_any_executor) -> AsyncIterator[tuple[ClientSession, object]]:  # type: ignore[no-untyped-def]
+    executor = await make_any_executor()
+    server = CodeExecServer(executor, ToolSet(), lambda ctx: "memory-user")
     async with create_connected_server_and_client_session(server) as session:
         yield session, executor
 
@@ -62,15 +65,23 @@ async def test_a_python_exception_is_an_error_result_with_its_traceback(memory) 
     result = await session.call_tool("run_code", {"code": "def f():\n    return {}['k']\nf()"})
     assert result.isError
     text = _text(result)
-    assert "error: KeyError: 'k'" in text and 'File "<cell-1>", line 2, in f' in text
+    assert "error: KeyError: 'k'" in text and "Traceback" in text
 
 
-async def test_a_matplotlib_plot_comes_back_as_a_png_image(memory) -> None:  # type: ignore[no-untyped-def]
-    session, _ = memory
-    result = await session.call_tool(
+async def test_a_real_traceback_names_the_cell_and_line(make_executor) -> None:  # type: ignore[no-untyped-def]
+    server = CodeExecServer(await make_executor(), ToolSet(), lambda ctx: "u")
+    async with create_connected_server_and_client_session(server) as session:
+        result = await session.call_tool("run_code", {"code": "def f():\n    return {}['k']\nf()"})
+    assert 'File "<cell-1>", line 2, in f' in _text(result)
+
+
+async def test_a_matplotlib_plot_comes_back_as_a_png_image(make_executor) -> None:  # type: ignore[no-untyped-def]
+    server = CodeExecServer(await make_executor(), ToolSet(), lambda ctx: "u")
+    async with create_connected_server_and_client_session(server) as session:
+        result = await session.call_tool(
         "run_code",
-        {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()"},
-    )
+            {"code": "import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nplt.show()"},
+        )
     images = [c for c in result.content if isinstance(c, types.ImageContent)]
     assert len(images) == 1 and images[0].mimeType == "image/png"
     assert base64.b64decode(images[0].data).startswith(b"\x89PNG")
@@ -92,7 +103,8 @@ async def test_output_streams_as_progress_when_asked(memory) -> None:  # type: i
         seen.append(message or "")
 
     code = (
-        "import time\nfor i in range(3):\n    print(f'step {i}', flush=True)\n    time.sleep(0.2)"
+        "import asyncio\nfor i in range(3):\n    print(f'step {i}', flush=True)\n"
+        "    await asyncio.sleep(0.1)"
     )
     result = await session.call_tool(
         "run_code",
@@ -105,19 +117,7 @@ async def test_output_streams_as_progress_when_asked(memory) -> None:  # type: i
     assert len(seen) >= 3
 
 
-async def test_sessions_keep_state_and_close_when_the_client_goes(make_executor) -> None:  # type: ignore[no-untyped-def]
-    executor = await make_executor()
-    server = CodeExecServer(InProcessClient(executor), lambda ctx: "u")
-    async with create_connected_server_and_client_session(server) as session:
-        opened = await session.call_tool("open_session", {"language": "javascript"})
-        sid = opened.structuredContent["session_id"]  # type: ignore[index]
-        await session.call_tool("run_code", {"code": "const answer = 42", "session_id": sid})
-        again = await session.call_tool("run_code", {"code": "answer + 1", "session_id": sid})
-        assert again.structuredContent["value"] == "43"  # type: ignore[index]
-        assert len(executor.sessions) == 1
-    assert len(executor.sessions) == 0, "the client went away but its session stayed open"
-
-
+@pytest.mark.slow
 async def test_stdio_with_a_real_code_exec_mcp_process() -> None:
     params = StdioServerParameters(
         command=sys.executable,
@@ -196,3 +196,45 @@ async def test_langchain_mcp_adapters_load_and_run_the_tools(http_api: Api) -> N
     output = await tools["run_code"].ainvoke({"code": "print(2 ** 16)"})
     text = output if isinstance(output, str) else str(output)
     assert "65536" in text
+
+
+async def test_sessions_keep_state_and_close_when_the_client_goes(make_any_executor) -> None:  # type: ignore[no-untyped-def]
+    executor = await make_any_executor()
+    real = executor.backend.name == "local"  # real sandboxes: a JavaScript session
+    language, code = ("javascript", "const answer = 42") if real else ("python", "answer = 42")
+    server = CodeExecServer(executor, ToolSet(), lambda ctx: "u")
+    async with create_connected_server_and_client_session(server) as session:
+        opened = await session.call_tool("open_session", {"language": language})
+        sid = opened.structuredContent["session_id"]  # type: ignore[index]
+        await session.call_tool("run_code", {"code": code, "session_id": sid})
+        again = await session.call_tool("run_code", {"code": "answer + 1", "session_id": sid})
+        assert again.structuredContent["value"] == "43"  # type: ignore[index]
+        assert len(executor.sessions) == 1
+    assert len(executor.sessions) == 0, "the client went away but its session stayed open"
+
+
+async def test_mcp_runs_count_against_the_per_user_cap(fake_state_dir) -> None:  # type: ignore[no-untyped-def]
+    import anyio
+
+    from code_exec.compose import connect
+    from executor.config import ClientSettings
+    from tests.conftest import fake_settings
+    from tests.fakes import FakeBackend
+
+    settings = ClientSettings(max_concurrent_runs_per_user=1, _env_file=None)
+    slow = {"code": "import asyncio\nawait asyncio.sleep(0.2)\nprint('done')"}
+    async with connect(settings, fake_settings(fake_state_dir), FakeBackend()) as (client, tools):
+        server = CodeExecServer(client, tools, lambda ctx: "capped")
+        async with create_connected_server_and_client_session(server) as session:
+            results: list[types.CallToolResult] = []
+
+            async def call() -> None:
+                results.append(await session.call_tool("run_code", slow))
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                group.start_soon(call)
+    [refused] = [_text(r) for r in results if r.isError]
+    [served] = [_text(r) for r in results if not r.isError]
+    assert served == "exit_code: 0\nstdout:\ndone"
+    assert "1 runs of this user are in progress, the limit" in refused

@@ -1,15 +1,27 @@
-"""A real `code-exec api` process on loopback (embedded executor), and tokens for it."""
+"""The API under test: in this process over the fake backend (fast), or a real `code-exec api`
+process on loopback with real sandboxes (slow); both reached through Api.http."""
 
+import json
+import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import jwt
 import pytest
+from starlette.testclient import TestClient
 
+from code_exec.compose import connect
+from openai_tools.app import create_api_app
 from openai_tools.auth import hash_api_key
+from openai_tools.config import ApiSettings
+from tests.conftest import fake_settings
+from tests.fakes import FakeBackend
 from tests.processes import code_exec_process
 
 SECRET = "test-jwt-secret-" + "0123456789abcdef" * 4
@@ -32,10 +44,12 @@ def mint(user: str, **overrides: object) -> str:
 
 @dataclass
 class Api:
-    """The server: its URL and process."""
+    """The API: its URL, an HTTP client for it, its process (None when in this process)."""
 
     url: str
-    process: subprocess.Popen[bytes]
+    http: httpx.Client
+    process: subprocess.Popen[bytes] | None = None
+    backend: FakeBackend | None = None
 
     def headers(self, user: str = "alice") -> dict[str, str]:
         """Authorization for user."""
@@ -51,24 +65,52 @@ def _port(preferred: int | None = None) -> int:
         return int(s.getsockname()[1])
 
 
+DEFAULTS = {
+    "jwt_secret": SECRET,
+    "api_keys": f"alice:{hash_api_key(API_KEY)}",
+    "pool_sizes": '{"python": 2, "javascript": 1, "bash": 1, "c": 0}',
+    "pool_wait_s": "30",
+}
+
+
 def start_api(port: int, **settings: str) -> Iterator[Api]:
     """Run `code-exec api` with CODE_EXEC_* overrides until the generator is closed."""
-    defaults = {
-        "jwt_secret": SECRET,
-        "api_keys": f"alice:{hash_api_key(API_KEY)}",
-        "pool_sizes": '{"python": 2, "javascript": 1, "bash": 1, "c": 0}',
-        "pool_wait_s": "30",
-    }
     with code_exec_process(
         "api",
         port,
-        {**defaults, **settings},
+        {**DEFAULTS, **settings},
         lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
-    ) as (url, process):
-        yield Api(url, process)
+    ) as (url, process), httpx.Client(base_url=url, timeout=60) as http:
+        yield Api(url, http, process)
+
+
+def in_process_api(**settings: str) -> Iterator[Api]:
+    """The API app in this process, over an executor on the fake backend."""
+    values = {**DEFAULTS, **settings}
+    api_settings = ApiSettings(_env_file=None, **values)  # type: ignore[arg-type]
+    state = Path(tempfile.mkdtemp(prefix="code-exec-fake-"))
+    executor_settings = fake_settings(
+        state, pool_sizes=json.loads(values["pool_sizes"]), pool_wait_s=float(values["pool_wait_s"])
+    )
+    backend = FakeBackend()
+    app = create_api_app(api_settings, lambda: connect(api_settings, executor_settings, backend))
+    try:
+        with TestClient(app, base_url="http://testserver", raise_server_exceptions=True) as http:
+            yield Api("http://testserver", http, None, backend)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("real", marks=pytest.mark.slow)])
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The API with 2 runs in progress per user: in process on the fake backend, or real."""
+    if request.param == "in-process":
+        yield from in_process_api(max_concurrent_runs_per_user="2")
+    else:
+        yield from start_api(_port(8000), max_concurrent_runs_per_user="2")
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[Api]:
-    """The API on port 8000 when free (the seeds' examples use it), else any port."""
+def real_api() -> Iterator[Api]:
+    """A real server on port 8000 when free (the seeds' examples use it), else any port."""
     yield from start_api(_port(8000), max_concurrent_runs_per_user="2")

@@ -1,5 +1,6 @@
 """Start-up checks, CORS, and RS256 tokens verified by public key or JWKS."""
 
+import functools
 import json
 import threading
 import time
@@ -31,8 +32,8 @@ def test_production_start_without_a_secret_fails_loudly() -> None:
 
 
 def test_no_cors_headers_unless_origins_are_configured(api: Api) -> None:
-    preflight = httpx.options(
-        f"{api.url}/v1/tools/call",
+    preflight = api.http.options(
+        "/v1/tools/call",
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in preflight.headers
@@ -57,7 +58,8 @@ def test_configured_origins_only(cors_api: Api) -> None:
     assert other.headers.get("access-control-allow-origin") != "https://evil.example"
 
 
-def _rsa() -> tuple[str, str, rsa.RSAPrivateKey]:
+@functools.cache  # two keys serve every test: making one takes a noticeable moment
+def _rsa(which: int = 0) -> tuple[str, str, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -79,7 +81,7 @@ def test_rs256_with_a_public_key() -> None:
     private, public, _ = _rsa()
     auth = Authenticator(ApiSettings(jwt_algorithm="RS256", jwt_public_key=public, _env_file=None))
     assert auth.verify(jwt.encode(_claims("ann"), private, "RS256")) == "ann"
-    other_private, _, _ = _rsa()
+    other_private, _, _ = _rsa(1)
     with pytest.raises(Unauthorized):
         auth.verify(jwt.encode(_claims("ann"), other_private, "RS256"))
     # An HS256 token signed with the public key as secret (the classic confusion) is refused.
@@ -112,7 +114,7 @@ def test_rs256_with_a_jwks_served_on_loopback() -> None:
         token = jwt.encode(_claims("bo"), private, "RS256", headers={"kid": "k1"})
         assert auth.verify(token) == "bo"
         with pytest.raises(Unauthorized):
-            auth.verify(jwt.encode(_claims("bo"), _rsa()[0], "RS256", headers={"kid": "k1"}))
+            auth.verify(jwt.encode(_claims("bo"), _rsa(1)[0], "RS256", headers={"kid": "k1"}))
     finally:
         server.shutdown()
 

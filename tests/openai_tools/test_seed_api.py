@@ -29,7 +29,8 @@ def _curl_examples() -> list[str]:
 
 
 @pytest.mark.skipif(not SEED.exists(), reason="the seed documents are not beside the checkout")
-def test_the_seed_curl_examples_work_as_written(api: Api) -> None:
+def test_the_seed_curl_examples_work_as_written(real_api: Api) -> None:
+    api = real_api
     commands = _curl_examples()
     assert len(commands) == 4, commands  # run, open session, run in session, end session
     token = mint("seed-user")
@@ -56,8 +57,8 @@ def test_the_seed_curl_examples_work_as_written(api: Api) -> None:
 
 def test_001_shapes_errors_and_files(api: Api) -> None:
     h = api.headers()
-    body = httpx.post(
-        f"{api.url}/v1/code_interpreter/run", json={"code": "1/0"}, headers=h, timeout=60
+    body = api.http.post(
+        "/v1/code_interpreter/run", json={"code": "1/0"}, headers=h
     ).json()
     assert set(body) >= {
         "execution_id",
@@ -68,58 +69,55 @@ def test_001_shapes_errors_and_files(api: Api) -> None:
         "session_id",
     }
     assert body["exit_code"] == 1 and "ZeroDivisionError: division by zero" in body["error"]
-    sid = httpx.post(
-        f"{api.url}/v1/code_interpreter/sessions", params={"language": "python"}, headers=h
+    sid = api.http.post(
+        "/v1/code_interpreter/sessions", params={"language": "python"}, headers=h
     ).json()["session_id"]
-    up = httpx.post(
-        f"{api.url}/v1/code_interpreter/sessions/{sid}/files",
+    up = api.http.post(
+        f"/v1/code_interpreter/sessions/{sid}/files",
         files={"file": ("nums.txt", b"1\n2\n3\n")},
         headers=h,
     )
     assert up.status_code == 200 and up.json()["path"] == "nums.txt"
-    ran = httpx.post(
-        f"{api.url}/v1/code_interpreter/run",
+    ran = api.http.post(
+        "/v1/code_interpreter/run",
         json={"code": "sum(int(x) for x in open('nums.txt'))", "session_id": sid},
         headers=h,
-        timeout=60,
     ).json()
     assert ran["value"] == "6"
-    listed = httpx.get(f"{api.url}/v1/code_interpreter/sessions/{sid}/files", headers=h).json()
+    listed = api.http.get(f"/v1/code_interpreter/sessions/{sid}/files", headers=h).json()
     assert [f["path"] for f in listed] == ["nums.txt"]
-    got = httpx.get(f"{api.url}/v1/code_interpreter/sessions/{sid}/files/nums.txt", headers=h)
+    got = api.http.get(f"/v1/code_interpreter/sessions/{sid}/files/nums.txt", headers=h)
     assert got.content == b"1\n2\n3\n"
     # Another user: the session does not exist for them, and they cannot end it.
     other = api.headers("mallory")
     for response in (
-        httpx.get(f"{api.url}/v1/code_interpreter/sessions/{sid}", headers=other),
-        httpx.delete(f"{api.url}/v1/code_interpreter/sessions/{sid}", headers=other),
-        httpx.get(f"{api.url}/v1/code_interpreter/sessions/{sid}/files", headers=other),
-        httpx.post(
-            f"{api.url}/v1/code_interpreter/run",
+        api.http.get(f"/v1/code_interpreter/sessions/{sid}", headers=other),
+        api.http.delete(f"/v1/code_interpreter/sessions/{sid}", headers=other),
+        api.http.get(f"/v1/code_interpreter/sessions/{sid}/files", headers=other),
+        api.http.post(
+            "/v1/code_interpreter/run",
             json={"code": "1", "session_id": sid},
             headers=other,
         ),
     ):
         assert response.status_code == 404, response.text
-    assert httpx.delete(f"{api.url}/v1/code_interpreter/sessions/{sid}", headers=h).json()[
+    assert api.http.delete(f"/v1/code_interpreter/sessions/{sid}", headers=h).json()[
         "success"
     ]
 
 
 def test_003_execute_with_timeout_in_milliseconds(api: Api) -> None:
-    body = httpx.post(
-        f"{api.url}/execute",
+    body = api.http.post(
+        "/execute",
         json={"code": "print('Hello, World!')", "language": "python", "timeout": 30000},
         headers=api.headers(),
-        timeout=60,
     ).json()
     assert body["result"]["logs"] == {"stdout": ["Hello, World!\n"], "stderr": []}
     assert body["result"]["error"] is None and isinstance(body["duration"], int)
-    slow = httpx.post(
-        f"{api.url}/execute",
-        json={"code": "import time; time.sleep(5)", "timeout": 500},
+    slow = api.http.post(
+        "/execute",
+        json={"code": "import asyncio\nawait asyncio.sleep(5)", "timeout": 500},
         headers=api.headers(),
-        timeout=60,
     ).json()
     assert slow["result"]["error"]["name"] == "TimeoutError"
     assert "0.5 s" in slow["result"]["error"]["value"]
@@ -128,12 +126,11 @@ def test_003_execute_with_timeout_in_milliseconds(api: Api) -> None:
 def test_sse_delivers_output_in_order_then_the_result(api: Api) -> None:
     code = "import time\nfor i in range(4):\n    print(i, flush=True)\n    time.sleep(0.15)"
     events = []
-    with httpx.stream(
+    with api.http.stream(
         "POST",
-        f"{api.url}/v1/code_interpreter/run",
+        "/v1/code_interpreter/run",
         json={"code": code},
         headers={**api.headers(), "Accept": "text/event-stream"},
-        timeout=60,
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         name = None
@@ -149,7 +146,8 @@ def test_sse_delivers_output_in_order_then_the_result(api: Api) -> None:
 
 
 @pytest.mark.anyio
-async def test_003_websocket_events_in_order(api: Api) -> None:
+async def test_003_websocket_events_in_order(real_api: Api) -> None:
+    api = real_api
     token = mint("alice")
     ws_url = api.url.replace("http://", "ws://") + f"/?clientId=client_123456&token={token}"
     async with websockets.connect(ws_url) as ws:
@@ -181,7 +179,8 @@ async def test_003_websocket_events_in_order(api: Api) -> None:
 
 
 @pytest.mark.anyio
-async def test_003_websocket_needs_a_valid_token(api: Api) -> None:
+async def test_003_websocket_needs_a_valid_token(real_api: Api) -> None:
+    api = real_api
     url = api.url.replace("http://", "ws://") + "/?clientId=x&token=forged"
     with pytest.raises(websockets.exceptions.WebSocketException):
         async with websockets.connect(url) as ws:
@@ -196,7 +195,7 @@ async def test_003_websocket_needs_a_valid_token(api: Api) -> None:
 
 
 def _live(api: Api) -> int:
-    return int(httpx.get(f"{api.url}/health").json()["executor"]["backend"]["live_sandboxes"])
+    return int(api.http.get("/health").json()["executor"]["backend"]["live_sandboxes"])
 
 
 def _settle(api: Api) -> int:
@@ -211,14 +210,14 @@ def _settle(api: Api) -> int:
     return last
 
 
-def test_a_client_that_disconnects_frees_its_sandbox(api: Api) -> None:
+def test_a_client_that_disconnects_frees_its_sandbox(real_api: Api) -> None:
+    api = real_api
     baseline = _settle(api)
-    with httpx.stream(
+    with api.http.stream(
         "POST",
-        f"{api.url}/v1/code_interpreter/run",
+        "/v1/code_interpreter/run",
         json={"code": "import time\nprint('started', flush=True)\ntime.sleep(60)"},
         headers={**api.headers(), "Accept": "text/event-stream"},
-        timeout=60,
     ) as response:
         lines = response.iter_lines()  # held: closing this iterator would close the stream
         for line in lines:
@@ -234,7 +233,8 @@ def test_a_client_that_disconnects_frees_its_sandbox(api: Api) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_websocket_that_disconnects_cancels_its_runs(api: Api) -> None:
+async def test_a_websocket_that_disconnects_cancels_its_runs(real_api: Api) -> None:
+    api = real_api
     baseline = _settle(api)
     token = mint("alice")
     url = api.url.replace("http://", "ws://") + f"/?clientId=gone&token={token}"
@@ -254,33 +254,32 @@ async def test_a_websocket_that_disconnects_cancels_its_runs(api: Api) -> None:
     assert await asyncio.to_thread(_settle, api) == baseline
 
 
-def test_per_user_run_cap_answers_429_with_retry_after(api: Api) -> None:
+def test_per_user_run_cap_answers_429_with_retry_after(real_api: Api) -> None:
+    api = real_api
     # The fixture allows 2 runs in progress per user.
     streams = []
     try:
         for _ in range(2):
-            ctx = httpx.stream(
+            ctx = api.http.stream(
                 "POST",
-                f"{api.url}/v1/code_interpreter/run",
+                "/v1/code_interpreter/run",
                 json={"code": "import time\nprint('go', flush=True)\ntime.sleep(30)"},
                 headers={**api.headers("busy"), "Accept": "text/event-stream"},
-                timeout=60,
             )
             response = ctx.__enter__()
             lines = response.iter_lines()  # held: closing this iterator would close the stream
             streams.append((ctx, lines))
             while "go" not in next(lines):
                 pass
-        third = httpx.post(
-            f"{api.url}/v1/code_interpreter/run", json={"code": "1"}, headers=api.headers("busy")
+        third = api.http.post(
+            "/v1/code_interpreter/run", json={"code": "1"}, headers=api.headers("busy")
         )
         assert third.status_code == 429
         assert int(third.headers["Retry-After"]) >= 1
-        other = httpx.post(
-            f"{api.url}/v1/code_interpreter/run",
+        other = api.http.post(
+            "/v1/code_interpreter/run",
             json={"code": "print(1)"},
             headers=api.headers("idle"),
-            timeout=60,
         )
         assert other.status_code == 200
     finally:

@@ -3,7 +3,6 @@
 import json
 from typing import Any
 
-import httpx
 import pytest
 from openai.types.chat import (
     ChatCompletionFunctionToolParam,
@@ -33,14 +32,14 @@ def _assert_strict(schema: dict[str, Any], where: str = "parameters") -> None:
 
 
 def test_tool_lists_are_valid_openai_tools_in_strict_mode(api: Api) -> None:
-    chat = httpx.get(f"{api.url}/v1/tools").json()
+    chat = api.http.get("/v1/tools").json()
     assert [t["function"]["name"] for t in chat] == ["run_code", "open_session", "close_session"]
     adapter = TypeAdapter(ChatCompletionFunctionToolParam)
     for tool in chat:
         adapter.validate_python(tool, strict=True)
         assert tool["function"]["strict"] is True
         _assert_strict(tool["function"]["parameters"])
-    responses = httpx.get(f"{api.url}/v1/tools", params={"format": "responses"}).json()
+    responses = api.http.get("/v1/tools", params={"format": "responses"}).json()
     responses_adapter = TypeAdapter(FunctionToolParam)
     for tool in responses:
         responses_adapter.validate_python(tool, strict=True)
@@ -70,8 +69,8 @@ def test_a_chat_completions_agent_loop(api: Api) -> None:
 
     def step(message: ChatCompletionMessage) -> list[dict[str, Any]]:
         history.append(message.model_dump(exclude_none=True))
-        response = httpx.post(
-            f"{api.url}/v1/tools/call", json=history[-1], headers=api.headers(), timeout=60
+        response = api.http.post(
+            "/v1/tools/call", json=history[-1], headers=api.headers()
         )
         assert response.status_code == 200, response.text
         replies = response.json()
@@ -109,7 +108,8 @@ def test_a_chat_completions_agent_loop(api: Api) -> None:
     assert closed["content"] == f"session {session_id} closed"
 
 
-def test_a_responses_agent_loop(api: Api) -> None:
+def test_a_responses_agent_loop(real_api: Api) -> None:
+    api = real_api
     items = [
         ResponseFunctionToolCall(
             type="function_call",
@@ -127,8 +127,8 @@ def test_a_responses_agent_loop(api: Api) -> None:
         ),
     ]
     body = [item.model_dump(exclude_none=True) for item in items]
-    replies = httpx.post(
-        f"{api.url}/v1/tools/call", json=body, headers=api.headers(), timeout=60
+    replies = api.http.post(
+        "/v1/tools/call", json=body, headers=api.headers()
     ).json()
     adapter = TypeAdapter(FunctionCallOutput)
     for reply in replies:
@@ -162,7 +162,7 @@ def test_mistakes_come_back_as_tool_messages_the_model_can_act_on(
         "type": "function",
         "function": {"name": "run_code", "arguments": arguments},
     }
-    response = httpx.post(f"{api.url}/v1/tools/call", json=call, headers=api.headers(), timeout=60)
+    response = api.http.post("/v1/tools/call", json=call, headers=api.headers())
     assert response.status_code == 200
     [reply] = response.json()
     assert reply["role"] == "tool" and reply["tool_call_id"] == "call_x"
@@ -172,31 +172,30 @@ def test_mistakes_come_back_as_tool_messages_the_model_can_act_on(
 
 def test_an_unknown_tool_is_a_tool_message_too(api: Api) -> None:
     call = {"id": "c", "type": "function", "function": {"name": "rm_rf", "arguments": "{}"}}
-    [reply] = httpx.post(f"{api.url}/v1/tools/call", json=call, headers=api.headers()).json()
+    [reply] = api.http.post("/v1/tools/call", json=call, headers=api.headers()).json()
     assert "unknown tool 'rm_rf'" in reply["content"]
     assert "run_code, open_session, close_session" in reply["content"]
 
 
 def test_an_envelope_that_holds_no_tool_call_is_a_422(api: Api) -> None:
-    response = httpx.post(f"{api.url}/v1/tools/call", json={"hello": 1}, headers=api.headers())
+    response = api.http.post("/v1/tools/call", json={"hello": 1}, headers=api.headers())
     assert response.status_code == 422
     assert "tool call" in response.json()["error"]["message"]
 
 
 def test_structured_endpoint_for_wrappers(api: Api) -> None:
-    response = httpx.post(
-        f"{api.url}/v1/tools/run_code",
+    response = api.http.post(
+        "/v1/tools/run_code",
         json={"code": "print('hi')\n2 ** 10"},
         headers=api.headers(),
-        timeout=60,
     )
     assert response.status_code == 200
     body = response.json()
     assert body["stdout"] == "hi\n" and body["value"] == "1024" and body["exit_code"] == 0
-    bad = httpx.post(f"{api.url}/v1/tools/run_code", json={"cod": "1"}, headers=api.headers())
+    bad = api.http.post("/v1/tools/run_code", json={"cod": "1"}, headers=api.headers())
     assert bad.status_code == 422
     assert "code: Field required" in bad.json()["error"]["message"]
-    missing = httpx.post(
-        f"{api.url}/v1/tools/close_session", json={"session_id": "ses_zzz"}, headers=api.headers()
+    missing = api.http.post(
+        "/v1/tools/close_session", json={"session_id": "ses_zzz"}, headers=api.headers()
     )
     assert missing.status_code == 404

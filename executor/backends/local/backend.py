@@ -8,31 +8,20 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from executor.backends.local.bwrap import SANDBOX_RUNTIME, write_etc
-from executor.backends.local.limits import CgroupHandle, CgroupLimiter
-from executor.backends.local.sandbox import LocalSandbox
+from executor.backends.local.bwrap import write_etc
+from executor.backends.local.limits import CgroupLimiter
+from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
+from executor.backends.local.sandbox import LocalSandbox, SandboxContext
 from executor.backends.local.workspace import Workspace, tmpfs_supported
 from executor.config import ExecutorSettings
 from executor.errors import SandboxFailure
+from schemas.health import BackendHealth
 from schemas.languages import Language
 
 log = logging.getLogger(__name__)
 
-# Runs in the child before bubblewrap: control pipes to fds 3 and 4 (the control input
-# arrives as stdin), join the sandbox's cgroups, set rlimits, then exec the rest of argv.
-_PROLOGUE = r"""
-exec 3<&0 4>&"$1" 0</dev/null && eval "exec $1>&-"
-ulimit -f "$2" -n "$3" -c 0
-[ -n "$4" ] && ulimit -v "$4"
-[ -n "$5" ] && ulimit -u "$5"
-n=$6; shift 6
-while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done
-exec "$@"
-"""
 _libc = ctypes.CDLL(None, use_errno=True)
 _MIB = 1024 * 1024
 
@@ -69,6 +58,13 @@ class LocalBackend:
         self._counter = 0
         self._bwrap_version = ""
         self._font_caches: list[Path] = []
+        self.policy = self._build_policy()
+
+    def _build_policy(self) -> SandboxPolicy:
+        host = HostFacts(
+            is_root=self.is_root, cgroup_mode=self.cgroups.mode, tmpfs_quota=self.use_tmpfs
+        )
+        return SandboxPolicy.build(self.settings, host)
 
     async def start(self) -> None:
         """Check the host, clean what a dead executor left, and say which limits apply."""
@@ -103,9 +99,10 @@ class LocalBackend:
                             "cannot be mounted: chmod o+x it, or set CODE_EXEC_STATE_DIR / "
                             "CODE_EXEC_RUNTIME_DIR to a path whose parents are"
                         )
-        write_etc(self.etc_dir)
         self._font_caches = self._relocate_font_caches()
         self.use_tmpfs = self.is_root and tmpfs_supported(self.state_dir)
+        self.policy = self._build_policy()
+        write_etc(self.etc_dir, self.policy)
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count
@@ -113,11 +110,11 @@ class LocalBackend:
         health = self.health()
         log.info(
             "local backend: %s; memory limit %s, process limit %s, disk limit %s, uid %s",
-            health["isolation"],
-            health["memory_limit"],
-            health["process_limit"],
-            health["disk_limit"],
-            health["sandbox_uid"],
+            getattr(health, "isolation", ""),
+            getattr(health, "memory_limit", ""),
+            getattr(health, "process_limit", ""),
+            getattr(health, "disk_limit", ""),
+            getattr(health, "sandbox_uid", ""),
         )
 
     def _cleanup_stale(self) -> None:
@@ -137,27 +134,40 @@ class LocalBackend:
         if removed:
             log.warning("cleaned %d sandboxes left by an executor that died", removed)
 
-    def health(self) -> dict[str, Any]:
-        """What isolation and limits are in force."""
-        mib = self.settings.memory_limit_mb
-        return {
-            "backend": self.name,
-            "isolation": f"{self._bwrap_version or 'bubblewrap'}: user, pid, net, ipc, uts, "
-            "mount and cgroup namespaces; no network",
-            "memory_limit": f"{mib} MiB ({self.cgroups.mode})"
-            if self.cgroups.available
-            else f"{mib} MiB (RLIMIT_AS, Python and C only)",
-            "process_limit": f"{self.settings.pids_limit} ({self.cgroups.mode})"
-            if self.cgroups.available
-            else f"{self.settings.pids_limit} (RLIMIT_NPROC per sandbox uid)"
-            if self.is_root
-            else "none (no cgroups and not root)",
-            "disk_limit": f"{self.settings.disk_limit_mb} MiB (tmpfs)"
-            if self.use_tmpfs
-            else f"{self.settings.file_size_limit_mb} MiB per file (RLIMIT_FSIZE); no total",
-            "sandbox_uid": "one host uid per sandbox" if self.is_root else "the executor's uid",
-            "live_sandboxes": len(self._live),
-        }
+    def health(self) -> BackendHealth:
+        """What isolation and limits are in force: the policy, and the same in a few words."""
+        policy = self.policy
+        limits = policy.limits
+        *namespaces, last = policy.namespaces
+        if limits.cgroup:
+            memory = f"{limits.memory_mib} MiB ({limits.cgroup})"
+            processes = f"{limits.pids} ({limits.cgroup})"
+        else:
+            memory = f"{limits.memory_mib} MiB (RLIMIT_AS, Python and C only)"
+            processes = (
+                f"{limits.nproc} (RLIMIT_NPROC per sandbox uid)"
+                if limits.nproc is not None
+                else "none (no cgroups and not root)"
+            )
+        disk = (
+            f"{limits.disk_mib} MiB (tmpfs)"
+            if limits.disk_mib is not None
+            else f"{limits.file_size_mib} MiB per file (RLIMIT_FSIZE); no total"
+        )
+        bwrap = self._bwrap_version or "bubblewrap"
+        uid = "one host uid per sandbox" if policy.own_host_uid else "the executor's uid"
+        return BackendHealth.model_validate(
+            {
+                "backend": self.name,
+                "isolation": f"{bwrap}: {', '.join(namespaces)} and {last} namespaces; no network",
+                "memory_limit": memory,
+                "process_limit": processes,
+                "disk_limit": disk,
+                "sandbox_uid": uid,
+                "live_sandboxes": len(self._live),
+                "policy": policy.report(),
+            }
+        )
 
     def _allocate_uid(self) -> tuple[int, int]:
         if not self.is_root:
@@ -172,49 +182,6 @@ class LocalBackend:
         self._live.pop(sandbox.id, None)
         if self.is_root:
             self._free_uids.append(sandbox.workspace.uid)
-
-    def _launcher(
-        self, language: Language, uid: int, gid: int
-    ) -> Callable[[int, CgroupHandle | None], list[str]]:
-        """How to start bubblewrap with limits applied: a command prefix, not a preexec_fn.
-
-        A preexec_fn would force a full fork() of the executor and run Python in the child,
-        blocking the event loop for tens of milliseconds per sandbox; a small bash prologue
-        keeps the spawn on the vfork path and does the child-side work in the child.
-        """
-        settings = self.settings
-        memory_kib = settings.memory_limit_mb * 1024
-        # V8 reserves far more address space than it uses: no RLIMIT_AS for Node.js.
-        # For Python and C it applies even with cgroups: a MemoryError beats an OOM kill.
-        address_space = str(memory_kib) if language in (Language.PYTHON, Language.C) else ""
-        nproc = str(settings.pids_limit) if (self.is_root and not self.cgroups.available) else ""
-        identity = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"] if self.is_root else []
-
-        def prefix(control_out: int, cgroup: CgroupHandle | None) -> list[str]:
-            procs = cgroup.procs_files if cgroup else []
-            return [
-                "/bin/bash",
-                "--noprofile",
-                "--norc",
-                "-c",
-                _PROLOGUE,
-                "code-exec-launch",
-                str(control_out),
-                str(settings.file_size_limit_mb * 1024),
-                str(settings.open_files_limit),
-                address_space,
-                nproc,
-                str(len(procs)),
-                *procs,
-                # setpriv applies the death signal after changing uid (which would clear it).
-                "setpriv",
-                *identity,
-                "--pdeathsig",
-                "KILL",
-                "--",
-            ]
-
-        return prefix
 
     def _relocate_font_caches(self) -> list[Path]:
         """matplotlib's prebuilt font cache, with the runtime's paths as the sandbox sees them."""
@@ -250,9 +217,7 @@ class LocalBackend:
             if self.is_root:
                 self._free_uids.append(uid)
             raise
-        sandbox = LocalSandbox(
-            self, language, sandbox_id, workspace, self._launcher(language, uid, gid)
-        )
+        sandbox = LocalSandbox(self._sandbox_context(), language, sandbox_id, workspace)
         self._live[sandbox_id] = sandbox
         try:
             await sandbox.start()
@@ -260,6 +225,17 @@ class LocalBackend:
             await sandbox.close()
             raise
         return sandbox
+
+    def _sandbox_context(self) -> SandboxContext:
+        return SandboxContext(
+            policy=self.policy,
+            runtime_dir=self.settings.runtime_dir,
+            etc_dir=self.etc_dir,
+            cgroups=self.cgroups,
+            max_output_bytes=self.settings.max_output_bytes,
+            interrupt_grace_s=self.settings.interrupt_grace_s,
+            release=self.release,
+        )
 
     async def close(self) -> None:
         """Close every sandbox still open and remove this executor's state."""

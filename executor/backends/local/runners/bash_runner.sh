@@ -1,10 +1,10 @@
 # Runner inside a sandbox: one persistent bash that evals every run in the same shell,
 # so the working directory, variables and functions carry over between runs.
 #
-# fd 3 = control input, fd 4 = control output (see python_runner.py for the protocol).
-# A run arrives as a header line "ID CODE_BYTES ENV_BYTES" followed by the code and an env
-# script (export lines) of exactly those sizes. The user's code runs without fds 3, 4, 7, 8,
-# so it can neither read the control stream nor redirect the streams the sentinels go to.
+# It speaks the runner protocol described in executor/backends/local/protocol.py, in its bash
+# form: a run is a header line, then the code and an env script. Its done has the exit status,
+# never an error, value or images. The user's code runs without fds 3, 4, 7, 8, so it can
+# neither read the control stream nor redirect the streams the sentinels go to.
 
 exec 7>&1 8>&2 </dev/null
 printf '{"op":"ready"}\n' >&4

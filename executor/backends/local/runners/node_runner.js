@@ -3,16 +3,10 @@
  * Runner inside a sandbox: runs JavaScript notebook-style (state kept across runs, like the
  * Node REPL). Node built-ins only.
  *
- * Started as `node /path/node_runner.js` (no flags needed) with cwd /home/user, fd 0 = /dev/null,
- * fd 1/2 = pipes the host reads, fd 3 = control input, fd 4 = control output.
- * Protocol (one JSON object per line):
- *   runner -> {"op": "ready"}
- *   host   -> {"op": "run", "id": ID, "code": SOURCE, "env": {...}}
- *   runner runs it, writes the sentinel "\x1eCE-END:ID\x1f\n" to fd 1 and fd 2, then
- *          -> {"op": "done", "id": ID, "exit_code": 0|1, "error": null | {name, value, traceback},
- *              "value": null | INSPECTED, "images": []}
- * SIGINT from the host interrupts a run (KeyboardInterrupt); while idle it is ignored.
- * EOF on fd 3 ends the runner with status 0.
+ * Started as `node /path/node_runner.js` (no flags needed) with cwd /home/user. It speaks the
+ * runner protocol described in executor/backends/local/protocol.py (its file descriptors,
+ * messages, sentinels, SIGINT and EOF). Here a done's exit_code is 0 or 1, its value is
+ * util.inspect of the cell's completion value, and it has no images.
  *
  * How code is evaluated, and why:
  * - Each run is evaluated through an in-process inspector session with
@@ -63,8 +57,8 @@ const {
   setInterval, clearInterval, setImmediate, Atomics, Int32Array, SharedArrayBuffer,
 } = globalThis;
 
-const CTRL_IN = 3;
-const CTRL_OUT = 4;
+const CTRL_IN = 3; // protocol.CONTROL_IN_FD (this file runs in the sandbox and cannot import it)
+const CTRL_OUT = 4; // protocol.CONTROL_OUT_FD
 const MAX_VALUE_CHARS = 100000;
 const SIGINT_POLL_MS = 25;
 const CELL_GROUP = 'node_runner_cell'; // inspector object group, released after each run

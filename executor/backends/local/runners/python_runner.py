@@ -1,13 +1,8 @@
 """Runner inside a sandbox: runs Python notebook-style, or compiles and runs C.
 
-Started by the executor with fd 0 = /dev/null, fd 1/2 = pipes it reads, fd 3 = control input
-and fd 4 = control output. Protocol (one JSON object per line):
-  runner -> {"op": "ready"}
-  host   -> {"op": "run", "id": ID, "code": SOURCE, "env": {...}}
-  runner runs it, writes the sentinel "\\x1eCE-END:ID\\x1f\\n" to fd 1 and fd 2, then
-         -> {"op": "done", "id": ID, "exit_code": N, "error": null | {name, value, traceback},
-             "value": null | REPR, "images": [{"format": "png", "data": BASE64}]}
-SIGINT from the host interrupts a run (KeyboardInterrupt); while idle it is ignored.
+It speaks the runner protocol described in executor/backends/local/protocol.py (its file
+descriptors, messages, sentinels and SIGINT). Here a done's value is the repr of a Python
+cell's last expression and its images are the cell's matplotlib figures; a C run has neither.
 """
 
 import json
@@ -19,8 +14,8 @@ import types
 # Heavier modules (asyncio alone costs tens of milliseconds) are imported where needed, so
 # that a warm sandbox is ready sooner and costs less CPU to start.
 
-CTRL_IN = 3
-CTRL_OUT = 4
+CTRL_IN = 3  # protocol.CONTROL_IN_FD (this file runs in the sandbox and cannot import it)
+CTRL_OUT = 4  # protocol.CONTROL_OUT_FD
 RUNNERS_DIR = os.path.dirname(os.path.abspath(__file__))
 MAX_VALUE_CHARS = 100_000
 _SIGNAL_NAMES = {s.value: s.name for s in signal.Signals}

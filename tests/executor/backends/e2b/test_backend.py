@@ -15,8 +15,8 @@ import pytest
 
 from executor.backends.e2b import TAG, E2BBackend
 from executor.config import ExecutorSettings
+from executor.core import Executor
 from executor.errors import SandboxFailure
-from executor.service import Executor
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from tests.executor.backends.e2b.fake_e2b import FakeE2B
@@ -43,7 +43,7 @@ async def executor(e2b_api: FakeE2B) -> AsyncIterator[Executor]:
     executor = Executor(_settings())
     await executor.start()
     yield executor
-    await executor.close()
+    await executor.aclose()
 
 
 async def test_a_stateless_run_uses_a_tagged_sandbox_once_and_kills_it(
@@ -182,4 +182,4 @@ async def test_live_e2b_print() -> None:
         result = await executor.execute(ExecuteRequest(code="print(1 + 1)"), "live")
         assert result.stdout == "2\n"
     finally:
-        await executor.close()
+        await executor.aclose()

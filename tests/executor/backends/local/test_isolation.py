@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from executor.backends.local.backend import LocalBackend
-from executor.backends.local.bwrap import SANDBOX_RUNTIME
+from executor.backends.local.policy import SANDBOX_RUNTIME
 from executor.backends.local.sandbox import LocalSandbox
 from schemas.languages import Language
 

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from executor.backends.local.backend import LocalBackend
 from executor.backends.local.sandbox import LocalSandbox
 from executor.errors import PayloadTooLarge
 from schemas.languages import Language
@@ -176,7 +177,7 @@ async def test_c_huge_allocation_fails(c: LocalSandbox) -> None:
 # --- output ---
 
 
-async def test_huge_output_is_capped_in_memory(py: LocalSandbox) -> None:
+async def test_huge_output_is_capped_in_memory(backend: LocalBackend, py: LocalSandbox) -> None:
     code = "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1024 * 1024))"
     ok(await run(py, "print('warm')"))
     before = _vm_rss()
@@ -190,7 +191,7 @@ async def test_huge_output_is_capped_in_memory(py: LocalSandbox) -> None:
     ok(outcome)
     assert outcome.stdout.total_bytes == 100 * _MIB
     assert outcome.stdout.truncated
-    assert outcome.stdout.kept_bytes <= py._backend.settings.max_output_bytes
+    assert outcome.stdout.kept_bytes <= backend.settings.max_output_bytes
     assert peak - before < 50 * _MIB
     text = outcome.stdout.text()
     assert text.startswith("xxx") and text.endswith("xxx")

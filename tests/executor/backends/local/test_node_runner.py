@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+# The real Node.js runner.
+pytestmark = pytest.mark.slow
+
 HARNESS = Path(__file__).with_name("node_runner_harness.py")
 
 

@@ -100,6 +100,28 @@ async def test_python_closing_stdout_does_not_wedge_session(py: LocalSandbox) ->
     assert outcome.stdout.text() == "next\n"
 
 
+async def test_python_forged_control_messages_are_ignored(py: LocalSandbox) -> None:
+    # The code shares the runner's process: it can write to the control output (fd 4) and
+    # find its own run's id. What does not parse, or is not a valid done, must not end the run.
+    code = """
+import os, sys
+frame = sys._getframe()
+while frame.f_code.co_name != 'main':
+    frame = frame.f_back
+run_id = frame.f_locals['message']['id']
+os.write(4, b'not json\\n[1]\\n"done"\\n' + b'[' * 100000 + b'\\n')
+for fields in ('"exit_code":"0"', '"value":42', '"error":"boom"', '"images":{"a":1}'):
+    os.write(4, ('{"op":"done","id":"%s",%s}\\n' % (run_id, fields)).encode())
+print('still running')
+6 * 7
+"""
+    outcome = await run(py, code)
+    assert ok(outcome) == "still running\n"
+    assert outcome.value == "42"
+    assert not outcome.state_lost
+    assert ok(await run(py, "print('next')")) == "next\n"
+
+
 async def test_python_stderr(py: LocalSandbox) -> None:
     outcome = await run(py, "import sys\nprint('out')\nprint('oops', file=sys.stderr)")
     assert ok(outcome) == "out\n"

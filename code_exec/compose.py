@@ -1,0 +1,63 @@
+"""The composition root: the one executor client every command's front-ends use.
+
+    settings ─► in process (Executor), one remote (HttpClient) or several (RoutingClient)
+             ─► CappedClient (the per-user run cap)     ─► every front-end, `code-exec mcp` too
+             ─► ToolSet (descriptions from the limits the executor reports)
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+
+from executor.backends import Backend
+from executor.clients import CappedClient, HttpClient, RoutingClient
+from executor.config import ClientSettings, ExecutorSettings
+from executor.core import Executor
+from executor.errors import ExecutorError
+from executor.interface import ExecutorClient
+from executor.tools import ToolSet
+
+
+async def _open(
+    settings: ClientSettings, executor_settings: ExecutorSettings, backend: Backend | None
+) -> ExecutorClient:
+    if settings.executor_urls:
+        router = RoutingClient.over_http(settings.executor_urls, settings.require_token())
+        await router.start()
+        return router
+    if settings.executor_url:
+        return HttpClient(settings.executor_url, settings.require_token())
+    executor = Executor(executor_settings, backend)
+    await executor.start()
+    return executor
+
+
+async def toolset_for(client: ExecutorClient, fallback: ExecutorSettings) -> ToolSet:
+    """The tools described with the executor's limits (this process's settings if unknown)."""
+    try:
+        limits = (await client.health()).limits
+    except ExecutorError:
+        limits = None
+    return ToolSet(limits or fallback.limits())
+
+
+@asynccontextmanager
+async def connect(
+    settings: ClientSettings,
+    executor_settings: ExecutorSettings | None = None,
+    backend: Backend | None = None,
+) -> AsyncIterator[tuple[ExecutorClient, ToolSet]]:
+    """The capped executor client the settings name, and its tools; closed on exit.
+
+    An in-process executor uses `backend` when given (else the one its settings name).
+    """
+    settings.check()
+    executor_settings = executor_settings or ExecutorSettings()
+    inner = await _open(settings, executor_settings, backend)
+    try:
+        client = CappedClient(inner, settings.max_concurrent_runs_per_user)
+        yield client, await toolset_for(client, executor_settings)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await inner.aclose()

@@ -1,0 +1,286 @@
+"""One run in a started sandbox, and what its end means.
+
+A run sends the code on the control pipe, copies stdout and stderr into captures up to the run's
+sentinel, as they are produced, and waits for the runner's done. On timeout a session
+(keep_state) has the runner interrupted and a grace period to answer, then what the run started
+is killed and the runner kept; otherwise, or when the runner does not answer, every process of
+the sandbox is killed. The end (a done message, or bubblewrap's exit status, an OOM kill, a
+timeout) then becomes the RunOutcome the executor shapes into a result.
+"""
+
+import asyncio
+import codecs
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from executor.backends.base import RunOutcome, signal_error
+from executor.backends.capture import StreamCapture
+from executor.backends.local import procfs
+from executor.backends.local.protocol import (
+    Done,
+    ProtocolError,
+    encode_run,
+    new_run_id,
+    parse_done,
+    read_line,
+    sentinel,
+)
+from executor.interface import OutputCallback
+from schemas.execution import ExecutionError
+from schemas.languages import Language
+
+_DRAIN_TIMEOUT_S = 2.0
+
+
+class OutputStream:
+    """One output pipe of the runner, cut into runs at each run's sentinel."""
+
+    def __init__(self, name: str, reader: asyncio.StreamReader) -> None:
+        self.name = name
+        self._reader = reader
+        # Read past the last sentinel: the start of the next run's output.
+        self._carry = b""
+
+    async def pump(
+        self, marker: bytes, capture: StreamCapture, on_output: OutputCallback | None
+    ) -> bool:
+        """Copy the stream into capture up to marker, the run's sentinel (True), or EOF (False)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace") if on_output else None
+
+        async def emit(data: bytes, final: bool = False) -> None:
+            capture.feed(data)
+            if decoder is not None and on_output is not None:
+                text = decoder.decode(data, final)
+                if text:
+                    await on_output(self.name, text)
+
+        carry, self._carry = self._carry, b""
+        keep = len(marker) - 1
+        while True:
+            index = carry.find(marker)
+            if index >= 0:
+                await emit(carry[:index], final=True)
+                self._carry = carry[index + len(marker) :]
+                return True
+            chunk = await self._reader.read(1 << 16)
+            if not chunk:
+                await emit(carry, final=True)
+                return False
+            data = carry + chunk
+            if marker in data:
+                carry = data
+                continue
+            # Hold back only a tail that could be the start of the sentinel, so output
+            # reaches on_output as soon as it is read.
+            hold = len(data)
+            start = data.find(marker[:1], max(0, len(data) - keep))
+            while start >= 0:
+                if marker.startswith(data[start:]):
+                    hold = start
+                    break
+                start = data.find(marker[:1], start + 1)
+            await emit(data[:hold])
+            carry = data[hold:]
+
+
+@dataclass(frozen=True)
+class RunnerChannel:
+    """The executor's end of a started runner: bubblewrap, the control pipes, the output."""
+
+    process: asyncio.subprocess.Process
+    control_in: asyncio.StreamWriter
+    control_out: asyncio.StreamReader
+    stdout: OutputStream
+    stderr: OutputStream
+
+
+class RunTarget(Protocol):
+    """The sandbox a run happens in, as far as the run needs it (LocalSandbox is one)."""
+
+    @property
+    def language(self) -> Language:
+        """The language its runner speaks."""
+        ...
+
+    def runner_pid(self) -> int | None:
+        """Host pid of the runner, when it can be found."""
+        ...
+
+    def process_ids(self) -> list[int]:
+        """Host pids of every process of the sandbox, bubblewrap included."""
+        ...
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer acted in the sandbox (False once it is killed)."""
+        ...
+
+    async def kill(self) -> None:
+        """Kill every process of the sandbox."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """How a run ended, before anyone says what that means."""
+
+    done: Done | None  # the runner's report; None when it never came
+    timed_out: bool
+    exit_status: int | None  # bubblewrap's return code, when there was no done
+    oom_killed: bool
+
+
+def _interrupt(target: RunTarget) -> None:
+    """SIGINT to the runner: the language's own way to stop the current run."""
+    pid = target.runner_pid()
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGINT)
+
+
+async def _kill_strays(target: RunTarget) -> None:
+    """After an interrupted run, kill what it started (children, forks) but the runner."""
+    keep = {target.runner_pid()}
+    # bubblewrap's own processes (the outer one and the sandbox's init) hold the sandbox up.
+    # Strays may still be forking: repeat until none is left (the pids limit bounds it).
+    for _ in range(100):
+        strays = [p for p in target.process_ids() if p not in keep and procfs.comm(p) != "bwrap"]
+        if not strays:
+            return
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.01)
+
+
+async def _read_done(control_out: asyncio.StreamReader, run_id: str) -> Done | None:
+    """This run's done message; None when the runner closes its control output first."""
+    while True:
+        line = await read_line(control_out)
+        if not line:
+            return None
+        try:
+            done = parse_done(line, run_id)
+        except ProtocolError:
+            continue  # forged or broken: it does not end this run
+        if done is not None:
+            return done
+
+
+async def execute(
+    target: RunTarget,
+    channel: RunnerChannel,
+    code: str,
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    keep_state: bool,
+    interrupt_grace_s: float,
+    on_output: OutputCallback | None,
+    stdout: StreamCapture,
+    stderr: StreamCapture,
+) -> RunEnd:
+    """Run code in target through channel, output into the captures; how the run ended."""
+    run_id = new_run_id()
+    marker = sentinel(run_id)
+    pumps = [
+        asyncio.create_task(channel.stdout.pump(marker, stdout, on_output)),
+        asyncio.create_task(channel.stderr.pump(marker, stderr, on_output)),
+    ]
+    done_task = asyncio.create_task(_read_done(channel.control_out, run_id))
+    timed_out = False
+    killed = False
+    try:
+        try:
+            channel.control_in.write(encode_run(target.language, run_id, code, env))
+            await channel.control_in.drain()
+        except (ConnectionError, BrokenPipeError):
+            pass  # the runner is gone; done_task sees EOF and the exit status says why
+        try:
+            done = await asyncio.wait_for(asyncio.shield(done_task), timeout)
+        except TimeoutError:
+            timed_out = True
+            done = None
+            if keep_state and target.language is not Language.BASH:
+                _interrupt(target)
+                with contextlib.suppress(TimeoutError):
+                    done = await asyncio.wait_for(asyncio.shield(done_task), interrupt_grace_s)
+                if done is not None:
+                    await _kill_strays(target)
+            if done is None:
+                killed = True
+                await target.kill()
+                done_task.cancel()
+        if done is None and not killed:
+            # The runner is gone; the streams close once every process of the sandbox is.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
+        _, pending = await asyncio.wait(pumps, timeout=_DRAIN_TIMEOUT_S)
+        for task in pending:
+            task.cancel()
+    except BaseException:
+        done_task.cancel()
+        for pump in pumps:
+            pump.cancel()
+        # A run cancelled half-way leaves the runner in an unknown state.
+        await target.kill()
+        raise
+    if done is not None:
+        return RunEnd(done=done, timed_out=timed_out, exit_status=None, oom_killed=False)
+    exit_status = channel.process.returncode
+    if exit_status is None:
+        with contextlib.suppress(TimeoutError):
+            exit_status = await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
+    return RunEnd(
+        done=None, timed_out=timed_out, exit_status=exit_status, oom_killed=target.oom_killed()
+    )
+
+
+def interpret(
+    end: RunEnd,
+    *,
+    stdout: StreamCapture,
+    stderr: StreamCapture,
+    timeout: float,
+    keep_state: bool,
+    memory_limit_mib: int,
+) -> RunOutcome:
+    """What a run's end means for the caller: exit code, error, value, images."""
+    outcome = RunOutcome(stdout=stdout, stderr=stderr, exit_code=0, timed_out=end.timed_out)
+    if end.done is not None:
+        outcome.exit_code = end.done.exit_code
+        outcome.error = end.done.error
+        outcome.value = end.done.value
+        outcome.images = list(end.done.images)
+    else:
+        status = end.exit_status
+        outcome.exit_code = status if status is not None else -1
+        if status is not None and status < 0:  # bwrap itself killed
+            outcome.exit_code = 128 - status
+        if end.oom_killed:
+            outcome.error = ExecutionError(
+                name="MemoryError",
+                value=f"out of memory: the sandbox's limit is {memory_limit_mib} MiB; "
+                "use less memory",
+            )
+            outcome.exit_code = 137
+        elif not end.timed_out:
+            outcome.error = signal_error(outcome.exit_code)
+    if end.timed_out:
+        outcome.exit_code = 124
+        kept = end.done is not None and keep_state
+        consequence = (
+            "the run was interrupted and the session's state was kept"
+            if kept
+            else "every process of the run was killed"
+        )
+        trace = outcome.error.traceback if outcome.error else ""
+        outcome.error = ExecutionError(
+            name="TimeoutError",
+            value=f"execution exceeded the timeout of {timeout:g} s; {consequence}",
+            traceback=trace,
+        )
+    return outcome

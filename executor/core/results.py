@@ -1,0 +1,137 @@
+"""From what a sandbox reported to the result a model reads: fit to the budget, keep the rest.
+
+A Shaping follows one run: it hands the sandbox the captures its output goes into, and once
+the run is over it builds the ExecuteResult, cuts it to the plan's token budget (in a worker
+thread when the text is large) and, when anything was cut, keeps the whole output for its
+owner (the output store, and in a session a file the code can grep).
+"""
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+
+from executor.backends.base import RunOutcome, Sandbox
+from executor.backends.capture import StreamCapture
+from executor.core.admission import RunPlan
+from executor.core.outputs import OutputStore
+from executor.core.truncation import Budget, fit_result, truncation_info
+from executor.errors import ExecutorError
+from schemas.execution import ExecuteResult, StreamTruncation, Truncation
+from schemas.languages import Language
+from schemas.outputs import STREAMS
+
+log = logging.getLogger(__name__)
+
+_THREAD_OVER = 64 * 1024  # characters of output above which fitting leaves the event loop
+
+
+def workspace_name(execution_id: str, stream: str) -> str:
+    """Where a session keeps a cut output, relative to /home/user."""
+    suffix = "" if stream == "stdout" else f".{stream}"
+    return f".outputs/{execution_id}{suffix}.txt"
+
+
+def _byte_cut(outcome: RunOutcome) -> Truncation | None:
+    streams = {}
+    for name in STREAMS:
+        capture: StreamCapture = getattr(outcome, name)
+        if capture.truncated:
+            streams[name] = StreamTruncation(
+                original_bytes=capture.total_bytes,
+                original_lines=capture.total_lines,
+                kept_bytes=capture.kept_bytes,
+            )
+    return Truncation(**streams) if streams else None
+
+
+class Shaping:
+    """One run's output: captured while it runs, then fitted and kept."""
+
+    def __init__(self, outputs: OutputStore, user: str, max_output_bytes: int) -> None:
+        self.execution_id = f"exe_{secrets.token_hex(12)}"
+        self.user = user
+        self._outputs = outputs
+        self.captures: dict[str, StreamCapture] = {
+            stream: outputs.capture(self.execution_id, stream, max_output_bytes)
+            for stream in STREAMS
+        }
+
+    def discard(self) -> None:
+        """The run never finished: drop what was captured."""
+        self._outputs.discard(self.captures)
+
+    def _pointer(self, session: Sandbox | None) -> Callable[[str, int], str]:
+        """How a marker tells the model where the whole text is."""
+        execution_id = self.execution_id
+
+        def where(part: str, first_line: int) -> str:
+            if part not in STREAMS:
+                return "shorten what the code returns or prints"
+            api = f"GET /executions/{execution_id}/output?stream={part}&offset={first_line - 1}"
+            if session is None:
+                return f"read them with {api}"
+            path = f"/home/user/{workspace_name(execution_id, part)}"
+            return f"all of it is in {path} (from line {first_line}), or {api}"
+
+        return where
+
+    async def result(
+        self,
+        outcome: RunOutcome,
+        plan: RunPlan,
+        language: Language,
+        seconds: float,
+        session_id: str | None,
+        session_sandbox: Sandbox | None,
+    ) -> ExecuteResult:
+        """The result within the budget; the whole output kept when anything was cut."""
+        full = ExecuteResult(
+            execution_id=self.execution_id,
+            language=language,
+            stdout=outcome.stdout.text(),
+            stderr=outcome.stderr.text(),
+            exit_code=outcome.exit_code,
+            error=outcome.error,
+            value=outcome.value,
+            timed_out=outcome.timed_out,
+            duration_ms=round(seconds * 1000),
+            session_id=session_id,
+            state_lost=outcome.state_lost,
+            images=outcome.images,
+        )
+        # What the byte capture already dropped, per stream: (lines, bytes).
+        lost = {
+            name: (capture.total_lines - full_lines + 1, capture.total_bytes - capture.kept_bytes)
+            for name, capture in self.captures.items()
+            if capture.truncated
+            for full_lines in [getattr(full, name).count("\n") + 1]
+        }
+        budget = Budget(plan.budget_tokens, plan.encoding, self._pointer(session_sandbox), lost)
+        if len(full.stdout) + len(full.stderr) > _THREAD_OVER:
+            fitted, cut = await asyncio.to_thread(fit_result, full, budget)
+        else:
+            fitted, cut = fit_result(full, budget)
+        byte_cut = _byte_cut(outcome)
+        fitted.truncation = truncation_info(full, fitted, plan.encoding, byte_cut)
+        if cut or byte_cut is not None:
+            self._outputs.keep(self.execution_id, self.user, self.captures)
+            if session_sandbox is not None:
+                await self._save_in_workspace(session_sandbox)
+        else:
+            self.discard()
+        return fitted
+
+    async def _save_in_workspace(self, sandbox: Sandbox) -> None:
+        """Also keep a cut output as a file of the session, where code can grep it."""
+        for stream, capture in self.captures.items():
+            if not capture.total_bytes:
+                continue
+            name = workspace_name(self.execution_id, stream)
+            source = capture.spill_path if capture.spilled and capture.spill_path else None
+            try:
+                await sandbox.write_file(
+                    name, source if source is not None else bytes(capture.head) + capture.tail
+                )
+            except ExecutorError as exc:  # e.g. the workspace is full: the store still has it
+                log.warning("could not save %s in the session: %s", name, exc.message)

@@ -1,0 +1,263 @@
+"""The executor: finds a sandbox for a request (warm pool or session), runs it, shapes the result.
+
+This is the one place where requests meet sandboxes. The Executor is itself an ExecutorClient:
+in one process, front-ends call it directly; the executor's HTTP server serves it to others.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from executor.backends import Backend, create_backend
+from executor.backends.base import RunOutcome, Sandbox
+from executor.config import ExecutorSettings
+from executor.core.admission import RunPlan, admit
+from executor.core.metrics import Metrics
+from executor.core.outputs import OutputStore
+from executor.core.pool import WarmPool
+from executor.core.results import Shaping
+from executor.core.sessions import Session, SessionManager
+from executor.core.tokens import get_encoding
+from executor.errors import InvalidRequest, PayloadTooLarge
+from executor.interface import OutputCallback
+from schemas.execution import ExecuteRequest, ExecuteResult
+from schemas.files import FileInfo
+from schemas.health import Health
+from schemas.languages import Language
+from schemas.outputs import OutputPage, OutputQuery
+from schemas.sessions import CloseSessionResult, SessionInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Place:
+    """Where a run happens: a sandbox, and the session it belongs to (None: stateless)."""
+
+    sandbox: Sandbox
+    language: Language
+    session: Session | None
+
+
+class Executor:
+    """Pools, sessions and limits around a backend."""
+
+    def __init__(self, settings: ExecutorSettings, backend: Backend | None = None) -> None:
+        self.settings = settings
+        self.backend = backend or create_backend(settings)
+        self.metrics = Metrics()
+        self._start_slots = asyncio.Semaphore(settings.max_concurrent_starts)
+        self.pools: dict[Language, WarmPool] = {
+            language: WarmPool(
+                language,
+                settings.pool_sizes.get(language, 0),
+                self.backend.create,
+                self._start_slots,
+                settings.pool_wait_s,
+            )
+            for language in Language
+        }
+        self.sessions = SessionManager(settings, self._acquire)
+        self.outputs = OutputStore(
+            settings.state_dir / f"outputs-{os.getpid()}",
+            settings.output_ttl_s,
+            settings.output_store_mb * 1024 * 1024,
+            settings.output_spill_mb * 1024 * 1024,
+        )
+        self._housekeeper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self.started_at = time.monotonic()
+
+    async def start(self) -> None:
+        """Start the backend, the pools and the session reaper."""
+        await self.backend.start()
+        self.outputs.open()
+        # Build the default encoding now (about a second) rather than in the first request.
+        await asyncio.to_thread(get_encoding)
+        for pool in self.pools.values():
+            pool.start()
+        self.sessions.start()
+        self._housekeeper = asyncio.create_task(self._sweep_outputs(), name="output-sweeper")
+
+    async def _sweep_outputs(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reaper_interval_s)
+            self.outputs.sweep()
+
+    async def aclose(self) -> None:
+        """Close sessions, pools and the backend; nothing is left running."""
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        await self.sessions.close_all()
+        for pool in self.pools.values():
+            await pool.close()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.backend.close()
+        self.outputs.close()
+
+    async def _acquire(self, language: Language) -> Sandbox:
+        return await self.pools[language].acquire()
+
+    def _destroy_later(self, sandbox: Sandbox) -> None:
+        task = asyncio.create_task(sandbox.close())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- running ---
+
+    async def execute(
+        self, request: ExecuteRequest, user: str, on_output: OutputCallback | None = None
+    ) -> ExecuteResult:
+        """Run the request's code and return its result (the code's failures are values)."""
+        plan = admit(request, self.settings)
+        shaping = Shaping(self.outputs, user, self.settings.max_output_bytes)
+        try:
+            async with self._place_for(request, user) as place:
+                began = time.perf_counter()
+                outcome = await self._run(place, request, plan, on_output, shaping)
+                seconds = time.perf_counter() - began
+        except BaseException:
+            shaping.discard()
+            raise
+        self.metrics.observe_run(place.language.value, _outcome_name(outcome), seconds)
+        session = place.session
+        return await shaping.result(
+            outcome,
+            plan,
+            place.language,
+            seconds,
+            request.session_id,
+            session.sandbox if session is not None else None,
+        )
+
+    @asynccontextmanager
+    async def _place_for(self, request: ExecuteRequest, user: str) -> AsyncIterator[_Place]:
+        """The session's sandbox (held for the run), or a warm one used once and destroyed."""
+        if request.session_id is not None:
+            session = self.sessions.get(request.session_id, user)
+            if request.language is not None and request.language is not session.language:
+                raise InvalidRequest(
+                    f"session {request.session_id!r} runs {session.language.value}, not "
+                    f"{request.language.value}; omit language or open a "
+                    f"{request.language.value} session"
+                )
+            async with session.lock:
+                yield _Place(session.sandbox, session.language, session)
+                session.runs += 1
+                session.touch()
+            return
+        language = request.language or Language.PYTHON
+        sandbox = await self.pools[language].acquire()
+        try:
+            yield _Place(sandbox, language, None)
+        finally:
+            self._destroy_later(sandbox)  # never reused: destroyed off the response path
+
+    async def _run(
+        self,
+        place: _Place,
+        request: ExecuteRequest,
+        plan: RunPlan,
+        on_output: OutputCallback | None,
+        shaping: Shaping,
+    ) -> RunOutcome:
+        for path, content in (request.files or {}).items():
+            await place.sandbox.write_file(path, content.encode())
+        return await place.sandbox.run(
+            request.code,
+            env=request.env or {},
+            timeout=plan.timeout,
+            keep_state=place.session is not None,
+            on_output=on_output,
+            stdout=shaping.captures["stdout"],
+            stderr=shaping.captures["stderr"],
+        )
+
+    async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
+        """Lines of the whole output of a cut result (read off the event loop)."""
+        return await asyncio.to_thread(self.outputs.read, query, user)
+
+    # --- sessions ---
+
+    async def open_session(self, language: Language, user: str) -> SessionInfo:
+        """Open a session with a dedicated sandbox."""
+        session = await self.sessions.open(user, language)
+        return session.info(self.settings)
+
+    async def get_session(self, session_id: str, user: str) -> SessionInfo:
+        """Describe one of the user's sessions."""
+        return self.sessions.get(session_id, user).info(self.settings)
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's open sessions."""
+        return [s.info(self.settings) for s in self.sessions.list_for(user)]
+
+    async def close_session(self, session_id: str, user: str) -> CloseSessionResult:
+        """Close one of the user's sessions."""
+        await self.sessions.close(session_id, user)
+        return CloseSessionResult(session_id=session_id, closed=True)
+
+    # --- files ---
+
+    async def upload_file(self, session_id: str, user: str, path: str, data: bytes) -> FileInfo:
+        """Write a file into a session's workspace."""
+        if len(data) > self.settings.max_file_bytes:
+            raise PayloadTooLarge(
+                f"file is {len(data)} bytes, above the limit of {self.settings.max_file_bytes}"
+            )
+        session = self.sessions.get(session_id, user)
+        try:
+            await session.sandbox.write_file(path, data)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        session.touch()
+        listed = await session.sandbox.list_files("")
+        normalized = path.removeprefix("/home/user/").strip("/")
+        for info in listed:
+            if info.path == normalized:
+                return info
+        raise InvalidRequest(f"file {path!r} was not written")
+
+    async def list_files(self, session_id: str, user: str, path: str = "") -> list[FileInfo]:
+        """Files of a session's workspace."""
+        session = self.sessions.get(session_id, user)
+        try:
+            return await session.sandbox.list_files(path)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
+        """Contents of a file of a session's workspace."""
+        session = self.sessions.get(session_id, user)
+        try:
+            return await session.sandbox.read_file(path, self.settings.max_file_bytes)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+
+    # --- observability ---
+
+    async def health(self) -> Health:
+        """Pool state, backend limits and the limits callers meet."""
+        return Health(
+            status="ok",
+            backend=self.backend.health(),
+            pools={language.value: pool.state() for language, pool in self.pools.items()},
+            sessions=len(self.sessions),
+            uptime_s=round(time.monotonic() - self.started_at, 1),
+            limits=self.settings.limits(),
+        )
+
+    def metrics_text(self) -> str:
+        """Prometheus exposition text."""
+        return self.metrics.render(self.pools, len(self.sessions))
+
+
+def _outcome_name(outcome: RunOutcome) -> str:
+    if outcome.timed_out:
+        return "timeout"
+    return "error" if outcome.exit_code else "ok"

@@ -1,0 +1,75 @@
+"""What every caller may ask of an executor: the one interface, and its wire names.
+
+The Executor (in process), the HTTP client (one remote executor), the routing client (several)
+and the per-user cap all satisfy ExecutorClient, and raise the exceptions of executor.errors;
+a front-end never knows which one it holds. This module imports nothing but schemas, so both
+sides of the wire can use it without loading the other.
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from schemas.execution import ExecuteRequest, ExecuteResult
+from schemas.files import FileInfo
+from schemas.health import Health
+from schemas.languages import Language
+from schemas.outputs import OutputPage, OutputQuery
+from schemas.sessions import CloseSessionResult, SessionInfo
+
+OutputCallback = Callable[[str, str], Awaitable[None]]
+"""Called with ("stdout" | "stderr", text) as output is produced."""
+
+AUTH_HEADER = "Internal-Auth-Token"
+"""The executor's shared secret, sent by its HTTP clients."""
+USER_HEADER = "X-Code-Exec-User"
+"""The user an HTTP client acts for (the API's token subject)."""
+
+
+class ExecutorClient(Protocol):
+    """What a front-end may ask of the executor."""
+
+    async def execute(
+        self, request: ExecuteRequest, user: str, on_output: OutputCallback | None = None
+    ) -> ExecuteResult:
+        """Run code; stream output to on_output when given."""
+        ...
+
+    async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
+        """Lines of the whole output of a cut result (its owner only)."""
+        ...
+
+    async def open_session(self, language: Language, user: str) -> SessionInfo:
+        """Open a session."""
+        ...
+
+    async def get_session(self, session_id: str, user: str) -> SessionInfo:
+        """Describe one of the user's sessions."""
+        ...
+
+    async def list_sessions(self, user: str) -> list[SessionInfo]:
+        """The user's sessions."""
+        ...
+
+    async def close_session(self, session_id: str, user: str) -> CloseSessionResult:
+        """Close one of the user's sessions and free its sandbox."""
+        ...
+
+    async def upload_file(self, session_id: str, user: str, path: str, data: bytes) -> FileInfo:
+        """Write a file into a session's workspace."""
+        ...
+
+    async def list_files(self, session_id: str, user: str, path: str = "") -> list[FileInfo]:
+        """List a session's workspace, recursively."""
+        ...
+
+    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
+        """Read a file of a session's workspace."""
+        ...
+
+    async def health(self) -> Health:
+        """Pools, backend and the limits in force."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the client holds (the Executor: every sandbox)."""
+        ...

@@ -1,0 +1,180 @@
+"""What both HTTP servers (the executor's and the API host) share at their edge.
+
+The error envelope `{"error": {"code", "message"}}` with Retry-After, the validation handler
+that says which field is wrong, the request-body limit, and the routes a session's files and
+stored outputs are served by (the same on both servers, over any ExecutorClient).
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from executor.errors import (
+    ERRORS_BY_STATUS,
+    ExecutorError,
+    InvalidRequest,
+    PayloadTooLarge,
+    validation_text,
+)
+from executor.interface import ExecutorClient
+from schemas.files import FileInfo
+from schemas.outputs import OutputPage, OutputQuery, Stream
+
+T = TypeVar("T")
+
+
+def app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A FastAPI dependency: what the app keeps in app.state under name (set at start-up)."""
+
+    def get(request: Request) -> T:
+        value: T = getattr(request.app.state, name)
+        return value
+
+    get.__doc__ = f"The app's {name}."
+    return get
+
+
+def error_response(exc: ExecutorError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The JSON error of an executor exception, with Retry-After when it has one."""
+    headers = dict(headers or {})
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return JSONResponse(
+        {"error": {"code": exc.code, "message": exc.message}},
+        status_code=exc.status_code,
+        headers=headers,
+    )
+
+
+def install_error_handlers(
+    app: FastAPI, on_error: Callable[[ExecutorError], dict[str, str]] | None = None
+) -> None:
+    """Executor errors and invalid requests answered in the envelope (on_error adds headers)."""
+
+    @app.exception_handler(ExecutorError)
+    async def executor_error(request: Request, exc: ExecutorError) -> JSONResponse:
+        return error_response(exc, on_error(exc) if on_error else None)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(InvalidRequest(validation_text(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods answer in the envelope too, saying where to look.
+        cls = ERRORS_BY_STATUS.get(exc.status_code, ExecutorError)
+        if exc.status_code == 404:
+            message = f"no endpoint {request.method} {request.url.path}; see /docs"
+        else:
+            message = f"{exc.detail} ({request.method} {request.url.path}); see /docs"
+        error = cls(message)
+        response = error_response(error, on_error(error) if on_error else None)
+        response.status_code = exc.status_code
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+
+class BodyLimit:
+    """Answer 413 before reading a body whose declared length is over the limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check Content-Length, then pass the request on."""
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = error_response(
+                        PayloadTooLarge(
+                            f"request body is {int(value)} bytes, above the limit of {self.limit}"
+                        )
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def attachment(data: bytes, path: str) -> Response:
+    """A downloaded file, named after the last part of its path."""
+    name = path.rsplit("/", 1)[-1].replace('"', "").replace("\\", "")
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def file_routes(
+    prefix: str,
+    client: Callable[..., ExecutorClient],
+    user: Callable[..., str],
+    max_upload_bytes: int,
+    **router_options: Any,
+) -> APIRouter:
+    """Upload, list and download of a session's files under {prefix}/{session_id}/files."""
+    router = APIRouter(**router_options)
+    ClientDep = Annotated[ExecutorClient, Depends(client)]  # noqa: N806
+    UserDep = Annotated[str, Depends(user)]  # noqa: N806
+
+    @router.post(f"{prefix}/{{session_id}}/files", response_model=FileInfo)
+    async def upload_file(
+        session_id: str,
+        client: ClientDep,
+        user: UserDep,
+        file: Annotated[UploadFile, File()],
+        path: Annotated[str | None, Form()] = None,
+    ) -> FileInfo:
+        """Upload a file into the session's /home/user (path defaults to the file's name)."""
+        data = await file.read(max_upload_bytes + 1)
+        target = path or file.filename or "upload"
+        return await client.upload_file(session_id, user, target, data)
+
+    @router.get(f"{prefix}/{{session_id}}/files", response_model=list[FileInfo])
+    async def list_files(
+        session_id: str, client: ClientDep, user: UserDep, path: str = ""
+    ) -> list[FileInfo]:
+        """List the session's workspace, recursively."""
+        return await client.list_files(session_id, user, path)
+
+    @router.get(f"{prefix}/{{session_id}}/files/{{path:path}}")
+    async def download_file(
+        session_id: str, path: str, client: ClientDep, user: UserDep
+    ) -> Response:
+        """Download a file of the session's workspace."""
+        return attachment(await client.download_file(session_id, user, path), path)
+
+    return router
+
+
+def output_routes(
+    paths: list[str],
+    client: Callable[..., ExecutorClient],
+    user: Callable[..., str],
+    **router_options: Any,
+) -> APIRouter:
+    """GET {path} (with {execution_id} in it): lines of the whole output of a cut result."""
+    router = APIRouter(**router_options)
+
+    async def execution_output(
+        execution_id: str,
+        client: Annotated[ExecutorClient, Depends(client)],
+        user: Annotated[str, Depends(user)],
+        stream: Stream = "stdout",
+        offset: Annotated[int, Query(ge=0, description="First line, from 0.")] = 0,
+        limit: Annotated[int, Query(gt=0, le=100_000)] = 200,
+    ) -> OutputPage:
+        """Lines of the whole output of a run whose result was cut (its owner only)."""
+        query = OutputQuery(execution_id=execution_id, stream=stream, offset=offset, limit=limit)
+        return await client.read_output(query, user)
+
+    for path in paths:
+        router.add_api_route(path, execution_output, methods=["GET"], response_model=OutputPage)
+    return router
