@@ -51,9 +51,10 @@ test-fast: setup
 bench: setup
 	$(BIN)/python bench/run.py
 
-# The long load run alone (it is also part of `make bench`).
+# The long load run and the hostile mix (both are also part of `make bench`).
 stress: setup
 	$(BIN)/python -c "import sys, runpy; sys.path.insert(0, '.'); runpy.run_module('bench.load_bench', run_name='__main__')"
+	$(BIN)/python -c "import sys, runpy; sys.path.insert(0, '.'); runpy.run_module('bench.hostile_bench', run_name='__main__')"
 
 lint: setup
 	$(BIN)/ruff check .

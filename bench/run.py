@@ -14,6 +14,7 @@ if __name__ == "__main__":
         "bench.mcp_bench",
         "bench.humaneval_bench",
         "bench.load_bench",
+        "bench.hostile_bench",
     ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")

@@ -7,9 +7,8 @@ import re
 import secrets
 import sys
 
-import uvicorn
-
 from code_exec.compose import connect
+from code_exec.serving import serve
 from executor.config import ClientSettings, ExecutorSettings
 from executor.server.app import create_app
 from openai_tools.app import create_api_app
@@ -25,12 +24,6 @@ def parse_ttl(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"ttl {text!r}: use seconds or 30m, 1h, 2d")
     return int(match.group(1)) * _UNITS[match.group(2) or "s"]
-
-
-def _run(app: object, host: str, port: int, log_level: str) -> None:
-    # The standard asyncio loop, not uvloop: sandboxes' control pipes are handed to the loop
-    # as file objects, which uvloop closes behind their back (seen as EBADF under load).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, loop="asyncio")  # type: ignore[arg-type]
 
 
 def _executor(args: argparse.Namespace) -> int:
@@ -49,7 +42,7 @@ def _executor(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(f"code-exec: executor on http://{host}:{port}", file=sys.stderr)
-    _run(app, host, port, args.log_level)
+    serve(app, host, port, args.log_level, settings.header_timeout_s)
     return 0
 
 
@@ -76,7 +69,7 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
             '$TOKEN" -H "Content-Type: application/json" -d \'{"code": "print(1 + 1)"}\'',
             file=sys.stderr,
         )
-    _run(app, host, port, args.log_level)
+    serve(app, host, port, args.log_level, settings.header_timeout_s)
     return 0
 
 

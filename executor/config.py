@@ -36,6 +36,11 @@ class SharedSettings(BaseSettings):
         default=None,
         description="Shared secret of the executor API, sent as the Internal-Auth-Token header.",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection that has not sent a request's headers within this is closed.",
+    )
 
     @model_validator(mode="after")
     def _blank_secrets_are_missing(self) -> Self:

@@ -34,6 +34,8 @@ class ExecutorError(Exception):
     code: ClassVar[str] = "executor_error"
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        # Messages quote what callers sent: keep them encodable, whatever that was.
+        message = printable(message)
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
@@ -137,11 +139,18 @@ ERRORS_BY_STATUS: dict[int, type[ExecutorError]] = {
 """The class an HTTP status stands for, when an answer carries no error code of ours."""
 
 
+def printable(text: str, limit: int = 2000) -> str:
+    """Text safe to put in a message: valid UTF-8 (lone surrogates escaped), at most limit."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[: limit // 2]}[...]{text[-limit // 4 :]}"
+
+
 def validation_text(errors: Iterable[Mapping[str, Any]], default_where: str = "") -> str:
     """Pydantic validation errors as one readable line: `field: problem; field: problem`."""
     parts = []
     for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or default_where
+        loc = [printable(str(p), 80) for p in error.get("loc", ()) if p != "body"]
+        where = ".".join(loc) or default_where
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
+    return printable("; ".join(parts))

@@ -4,6 +4,11 @@ run_events turns one run into events: {"type": "stdout"|"stderr", "data"} as out
 then {"type": "result", "result"} or {"type": "error", "error": {code, message}}. Each
 transport only encodes them. Whichever way the client listens, a client that goes away stops
 the iteration, which cancels the run, and cancelling a run frees its sandbox.
+
+The queue between the run and the transport is bounded: a client that does not read stops
+the transport, the transport stops taking events, and the run's output callback waits, so
+the sandbox's pipes fill and the program itself waits (until its timeout). Nothing piles up
+here: at most QUEUED events (each at most one read of a pipe, 64 KiB) per stream.
 """
 
 import asyncio
@@ -15,6 +20,7 @@ from typing import Any
 from executor.errors import ExecutorError
 from executor.interface import OutputCallback
 
+QUEUED = 16
 Event = dict[str, Any]
 Run = Callable[[OutputCallback], Awaitable[Any]]
 """Starts the run with an output callback; returns what the result event carries."""
@@ -22,7 +28,7 @@ Run = Callable[[OutputCallback], Awaitable[Any]]
 
 async def run_events(run: Run) -> AsyncIterator[Event]:
     """The events of one run, in order; closing the iterator cancels the run."""
-    queue: asyncio.Queue[Event | None] = asyncio.Queue()
+    queue: asyncio.Queue[Event | None] = asyncio.Queue(QUEUED)
 
     async def on_output(stream: str, data: str) -> None:
         await queue.put({"type": stream, "data": data})

@@ -8,6 +8,7 @@ sides of the wire can use it without loading the other.
 
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from urllib.parse import quote, unquote
 
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
@@ -22,7 +23,17 @@ OutputCallback = Callable[[str, str], Awaitable[None]]
 AUTH_HEADER = "Internal-Auth-Token"
 """The executor's shared secret, sent by its HTTP clients."""
 USER_HEADER = "X-Code-Exec-User"
-"""The user an HTTP client acts for (the API's token subject)."""
+"""The user an HTTP client acts for (the API's token subject), percent-encoded (UTF-8)."""
+
+
+def user_header(user: str) -> str:
+    """A user name as USER_HEADER carries it: any name survives (non-ASCII, spaces)."""
+    return quote(user, safe="")
+
+
+def user_of_header(value: str) -> str:
+    """The user name a USER_HEADER value carries."""
+    return unquote(value, errors="strict")
 
 
 class ExecutorClient(Protocol):

@@ -163,12 +163,20 @@ class Tool(ABC, Generic[A, R]):
                     f"the arguments of {self.name} are not valid JSON ({exc.msg} at character "
                     f'{exc.pos}); send one JSON object, e.g. {{"code": "print(1)"}}'
                 ) from None
+            except RecursionError:
+                raise ToolCallError(
+                    f"the arguments of {self.name} are nested too deeply; send a flat object"
+                ) from None
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, dict):
             raise ToolCallError(f"the arguments of {self.name} must be a JSON object")
         try:
             return self.arguments.model_validate(arguments)
+        except RecursionError:
+            raise ToolCallError(
+                f"the arguments of {self.name} are nested too deeply; send a flat object"
+            ) from None
         except ValidationError as exc:
             text = validation_text(exc.errors(), default_where="arguments")
             raise ToolCallError(f"invalid arguments for {self.name}: {text}") from None

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Upl
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from executor.errors import (
     ERRORS_BY_STATUS,
@@ -26,6 +26,7 @@ from schemas.files import FileInfo
 from schemas.outputs import OutputPage, OutputQuery, Stream
 
 T = TypeVar("T")
+SMALL_BODY_BYTES = 64 * 1024
 
 
 def app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
@@ -81,25 +82,66 @@ def install_error_handlers(
 
 
 class BodyLimit:
-    """Answer 413 before reading a body whose declared length is over the limit."""
+    """Answer 413 rather than read a body over the limit, declared or streamed.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    A declared Content-Length over the limit is refused before anything is read. A body with
+    no length (chunked) is counted while the app reads it: past the limit the request ends
+    with 413 (or, when the app already answered, the connection is cut), so no request makes
+    the server hold more than the limit. Routes in `small` (those anyone may call without a
+    token) get SMALL_BODY_BYTES.
+    """
+
+    def __init__(
+        self, app: ASGIApp, limit: int, small: frozenset[tuple[str, str]] = frozenset()
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.small = small
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check Content-Length, then pass the request on."""
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                    response = error_response(
-                        PayloadTooLarge(
-                            f"request body is {int(value)} bytes, above the limit of {self.limit}"
-                        )
-                    )
-                    await response(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+        """Check the declared length, then count the body as it is received."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        small = (scope["method"], scope["path"]) in self.small
+        limit = SMALL_BODY_BYTES if small else self.limit
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await _refuse(scope, receive, send, f"{int(value)} bytes", limit)
+                return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge(413, f"request body is over the limit of {limit} bytes")
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await _refuse(scope, receive, send, f"over {limit} bytes", limit)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, size: str, limit: int) -> None:
+    error = PayloadTooLarge(f"request body is {size}, above the limit of {limit}")
+    response = error_response(error, {"Connection": "close"})
+    await response(scope, receive, send)
+
+
+class _TooLarge(StarletteHTTPException):
+    """A streamed body passed the limit: an HTTP 413 the app's handlers answer in the envelope
+    (FastAPI lets HTTP exceptions raised while reading a body through as they are)."""
 
 
 def attachment(data: bytes, path: str) -> Response:

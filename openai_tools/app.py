@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.routing import Route
 
 from executor.errors import ExecutorError, InvalidRequest, Unauthorized
@@ -28,6 +28,7 @@ from openai_tools import seed_rest, seed_stream, tool_routes
 from openai_tools.auth import Authenticator, AuthMiddleware, require_user
 from openai_tools.config import ApiSettings
 from openai_tools.deps import AuthDep, ClientDep
+from schemas.text import Text
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,25 @@ Connect = Callable[[], AbstractAsyncContextManager[tuple[ExecutorClient, ToolSet
 """Opens the executor client (and the tools described for its limits) for the app's life."""
 
 MAX_BODY_BYTES = 80 * 1024 * 1024
+PUBLIC_ROUTES = frozenset(
+    {
+        ("GET", "/health"),
+        ("GET", "/docs"),
+        ("GET", "/docs/oauth2-redirect"),
+        ("GET", "/redoc"),
+        ("GET", "/openapi.json"),
+        ("GET", "/v1/tools"),
+        ("POST", "/v1/auth/token"),
+    }
+)
+"""What anyone may call without a token; every other HTTP request is refused before its body."""
 
 
 class TokenRequest(BaseModel):
     """Exchange an API key for a short-lived bearer token."""
 
-    api_key: str
-    ttl_s: int | None = None
+    api_key: Text = Field(max_length=1024)
+    ttl_s: int | None = Field(default=None, gt=0)
 
 
 def _challenge(exc: ExecutorError) -> dict[str, str]:
@@ -76,8 +89,8 @@ def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
     app.state.auth = auth
     app.state.ws_hub = seed_stream.WsHub()
     # Added innermost first: a request meets CORS, then the body limit, then authentication.
-    app.add_middleware(AuthMiddleware, auth=auth)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(AuthMiddleware, auth=auth, public=PUBLIC_ROUTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, small=PUBLIC_ROUTES)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

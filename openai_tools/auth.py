@@ -23,9 +23,12 @@ import jwt
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from executor.errors import InvalidRequest, Unauthorized
+from executor.web import error_response
 from openai_tools.config import ApiSettings
+from schemas.text import check_text
 
 SCOPE_KEY = "code_exec.auth"
+MAX_SUBJECT_CHARS = 256
 
 
 def _pem(value: str) -> str:
@@ -132,6 +135,12 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthorized("invalid token: no subject")
+        try:
+            check_text(subject)
+        except ValueError:
+            raise Unauthorized("invalid token: the subject is not valid Unicode") from None
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise Unauthorized(f"invalid token: the subject is over {MAX_SUBJECT_CHARS} characters")
         return subject
 
     async def judge(self, scope: Scope) -> Verdict:
@@ -164,16 +173,34 @@ def _credentials(scope: Scope) -> str:
 
 
 class AuthMiddleware:
-    """Judges every HTTP and WebSocket request's credentials once; the verdict goes in scope."""
+    """Judges every HTTP and WebSocket request's credentials once; the verdict goes in scope.
 
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
+    An HTTP request without a user is answered 401 here, before its body is read, unless it is
+    for one of the public routes: a caller with no token cannot make the server hold a body.
+    """
+
+    def __init__(
+        self, app: ASGIApp, auth: Authenticator, public: frozenset[tuple[str, str]]
+    ) -> None:
         self.app = app
         self.auth = auth
+        self.public = public
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Judge, then pass the request on (routes decide whether they need a user)."""
+        """Judge, refuse the unauthenticated (but on public routes), pass the rest on."""
         if scope["type"] in ("http", "websocket"):
-            scope[SCOPE_KEY] = await self.auth.judge(scope)
+            verdict = await self.auth.judge(scope)
+            scope[SCOPE_KEY] = verdict
+            if (
+                scope["type"] == "http"
+                and verdict.user is None
+                and scope["method"] != "OPTIONS"
+                and (scope["method"], scope["path"]) not in self.public
+            ):
+                error = verdict.error or Unauthorized("invalid credentials")
+                response = error_response(error, {"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

@@ -23,6 +23,7 @@ from openai_tools.auth import require_user
 from openai_tools.deps import ClientDep, UserDep
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.languages import Language, LanguageName
+from schemas.text import Text
 
 router = APIRouter(tags=["code interpreter (seed API)"])
 
@@ -30,10 +31,10 @@ router = APIRouter(tags=["code interpreter (seed API)"])
 class Execute003(BaseModel):
     """003's request: timeout in milliseconds."""
 
-    code: str
+    code: Text
     language: LanguageName = Language.PYTHON
-    timeout: int = Field(default=30_000, gt=0, description="Milliseconds.")
-    clientId: str | None = None  # noqa: N815  (003's name)
+    timeout: int = Field(default=30_000, gt=0, le=24 * 3600 * 1000, description="Milliseconds.")
+    clientId: Text | None = Field(default=None, max_length=256)  # noqa: N815  (003's name)
 
     def to_request(self) -> ExecuteRequest:
         """The executor request (timeout in seconds)."""
@@ -90,28 +91,29 @@ class WsClient:
 
 
 class WsHub:
-    """WebSocket clients by clientId."""
+    """WebSocket clients by user and clientId: a clientId names a connection of its user only,
+    so another user reusing it neither replaces nor reaches it."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, WsClient] = {}
+        self._clients: dict[tuple[str, str], WsClient] = {}
 
     def connect(self, client_id: str, user: str, socket: WebSocket) -> WsClient:
-        """Register a client (a reconnect with the same id replaces the old one)."""
+        """Register a client (the same user reconnecting with the same id replaces the old)."""
         client = WsClient(user, socket)
-        self._clients[client_id] = client
+        self._clients[(user, client_id)] = client
         return client
 
     def disconnect(self, client_id: str, client: WsClient) -> None:
         """Forget a client and cancel its runs, freeing their sandboxes."""
-        if self._clients.get(client_id) is client:
-            del self._clients[client_id]
+        if self._clients.get((client.user, client_id)) is client:
+            del self._clients[(client.user, client_id)]
         for task in client.tasks:
             task.cancel()
 
     def get(self, client_id: str, user: str) -> WsClient:
         """The user's connected client, or NotFound saying how to connect."""
-        client = self._clients.get(client_id)
-        if client is None or client.user != user:
+        client = self._clients.get((user, client_id))
+        if client is None:
             raise NotFound(
                 f"no WebSocket client {client_id!r} is connected for this user; connect to "
                 f"ws://<host>/?clientId={client_id}&token=<token> first"
@@ -188,8 +190,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except ExecutorError as exc:
         await websocket.close(code=4401, reason=exc.message[:120])
         return
-    if not client_id:
-        await websocket.close(code=4400, reason="clientId query parameter is required")
+    if not client_id or len(client_id) > 256:
+        await websocket.close(code=4400, reason="clientId (1 to 256 characters) is required")
         return
     await websocket.accept()
     hub: WsHub = websocket.app.state.ws_hub

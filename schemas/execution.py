@@ -11,13 +11,18 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.languages import Language, LanguageName
+from schemas.text import Text, check_text
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_PATH_DEPTH = 64
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
 
 
 def check_workspace_path(path: str) -> str:
     """Validate a path inside the workspace and return it relative to /home/user."""
     original = path
+    check_text(path)
     if path.startswith("/home/user/"):
         path = path[len("/home/user/") :]
     if not path or path.startswith("/") or "\x00" in path:
@@ -28,6 +33,13 @@ def check_workspace_path(path: str) -> str:
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not parts or ".." in parts:
         raise ValueError(f"file path {original!r} must stay inside /home/user (no '..')")
+    if len(parts) > MAX_PATH_DEPTH or len(path.encode()) > MAX_PATH_BYTES:
+        raise ValueError(
+            f"file path {original[:80]!r}... is too deep or too long: at most {MAX_PATH_DEPTH} "
+            f"directories and {MAX_PATH_BYTES} bytes"
+        )
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise ValueError(f"a name in file path {original[:80]!r} is over {MAX_NAME_BYTES} bytes")
     return "/".join(parts)
 
 
@@ -40,7 +52,7 @@ class RunFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(description="Source code to run.")
+    code: Text = Field(description="Source code to run.")
     language: LanguageName | None = Field(
         default=None,
         description=(
@@ -48,12 +60,13 @@ class RunFields(BaseModel):
             "Defaults to the session's language, or python."
         ),
     )
-    session_id: str | None = Field(
+    session_id: Text | None = Field(
         default=None, description="Run inside this session (state persists across runs)."
     )
     timeout: float | None = Field(
         default=None,
         gt=0,
+        allow_inf_nan=False,
         description="Wall-clock limit in seconds; the executor's default when omitted.",
     )
     max_output_tokens: int | None = Field(
@@ -69,14 +82,14 @@ class RunFields(BaseModel):
 class ExecuteRequest(RunFields):
     """Run code once in a fresh sandbox, or in a session when session_id is given."""
 
-    files: dict[WorkspacePath, str] | None = Field(
+    files: dict[WorkspacePath, Text] | None = Field(
         default=None,
         description="Files to write into the workspace /home/user before running: {path: text}.",
     )
-    env: dict[str, str] | None = Field(
+    env: dict[Text, Text] | None = Field(
         default=None, description="Environment variables for this run."
     )
-    token_encoding: str | None = Field(
+    token_encoding: Text | None = Field(
         default=None,
         description="Count tokens as this encoding (o200k_base, cl100k_base) or model (gpt-4o).",
     )

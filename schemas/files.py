@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.execution import WorkspacePath
+from schemas.text import Text
 
 
 class FileInfo(BaseModel):
@@ -22,4 +23,4 @@ class FileArg(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: WorkspacePath = Field(description="Path relative to /home/user, e.g. 'data/input.csv'.")
-    content: str = Field(description="The file's text.")
+    content: Text = Field(description="The file's text.")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.execution import ExecuteRequest, RunFields
 from schemas.files import FileArg
 from schemas.languages import LanguageName
+from schemas.text import Text
 
 
 class RunCodeArgs(RunFields):
@@ -40,4 +41,4 @@ class CloseSessionArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: str = Field(description="The session to close.")
+    session_id: Text = Field(description="The session to close.")

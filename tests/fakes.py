@@ -9,7 +9,8 @@ expression, exceptions as errors. Helpers in the namespace:
     open(path, mode)          the workspace's files (text or binary, read or write)
     image(data)               a figure (base64 PNG data) in the result
     die()                     the sandbox's processes die (state lost in a session)
-Files live in a dict, behind the same path checks as a real workspace.
+Files live in a dict, behind the same path checks as a real workspace. As a real sandbox, one
+whose run is cancelled half-way is dead afterwards (restart() brings it back, state lost).
 """
 
 import ast
@@ -52,6 +53,7 @@ class FakeSandbox:
         self._alive = True
         self.files: dict[str, bytes] = {}
         self.runs = 0
+        self.restarts = 0
         self.closed = False
         self._fresh_namespace()
 
@@ -136,17 +138,21 @@ class FakeSandbox:
             )
             if not keep_state:
                 self._alive = False
+        except asyncio.CancelledError:
+            self._alive = False  # as a real sandbox: a run cancelled half-way is killed
+            raise
         except _Died:
             died = True
             outcome.exit_code = 137
             outcome.error = ExecutionError(name="Signal", value="killed by SIGKILL (Killed)")
         except Exception as exc:  # noqa: BLE001  (the user's code failed: a value)
             outcome.exit_code = 1
-            tb = "".join(traceback.format_exception_only(type(exc), exc))
+            # As the Python runner writes it: the cell's own frames, then the exception.
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<cell>"]
+            lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames)]
+            lines += traceback.format_exception_only(type(exc), exc)
             outcome.error = ExecutionError(
-                name=type(exc).__name__,
-                value=str(exc),
-                traceback=f"Traceback (most recent call last):\n  File \"<cell>\"\n{tb}",
+                name=type(exc).__name__, value=str(exc), traceback="".join(lines)
             )
         finally:
             events.put_nowait(None)
@@ -222,6 +228,14 @@ class FakeSandbox:
     async def memory_bytes(self) -> int | None:
         """Unknown."""
         return None
+
+    async def restart(self) -> None:
+        """A fresh namespace on the same files (never after close)."""
+        if self.closed:
+            raise SandboxFailure(f"sandbox {self._id} is closed")
+        self._fresh_namespace()
+        self._alive = True
+        self.restarts += 1
 
     async def close(self) -> None:
         """Gone."""

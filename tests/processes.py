@@ -24,6 +24,12 @@ def new_state_dir(prefix: str = "code-exec-test-") -> Path:
     return path
 
 
+def _cap_open_files(limit: int | None) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:
@@ -40,11 +46,13 @@ def code_exec_process(
     state: Path | None = None,
     timeout_s: float = 40,
     quiet: bool = False,
+    open_files: int | None = None,
 ) -> Iterator[tuple[str, "subprocess.Popen[bytes]"]]:
     """`code-exec COMMAND --port PORT` with CODE_EXEC_* settings, once ready(/health) holds.
 
     Yields (url, process). The port is a free one when None; the state dir is created and
-    removed here unless one is given; quiet sends the process's stderr to /dev/null.
+    removed here unless one is given; quiet sends the process's stderr to /dev/null;
+    open_files caps the process's open files (soft and hard), as a small host would.
     """
     owned = state is None
     state = state or new_state_dir()
@@ -67,6 +75,7 @@ def code_exec_process(
         ],
         env=env,
         stderr=subprocess.DEVNULL if quiet else None,
+        preexec_fn=(lambda: _cap_open_files(open_files)) if open_files else None,  # noqa: PLW1509
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -75,6 +75,11 @@ class Sandbox(Protocol):
         """
         ...
 
+    async def restart(self) -> None:
+        """A fresh interpreter on the same workspace (files kept, state gone), after the old one
+        died or was killed; SandboxFailure when that cannot be done (e.g. after close)."""
+        ...
+
     async def write_file(self, path: str, data: bytes | Path) -> None:
         """Write a file into the workspace (path relative to /home/user); a Path is copied."""
         ...

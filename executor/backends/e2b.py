@@ -259,6 +259,16 @@ class E2BSandbox:
         """Not known for remote sandboxes."""
         return None
 
+    async def restart(self) -> None:
+        """A fresh code context in the same sandbox (its files are kept)."""
+        if self._closed:
+            raise SandboxFailure(f"sandbox {self.id} is closed")
+        if self._context is not None:
+            try:
+                await self._sandbox.restart_code_context(self._context)
+            except Exception as exc:
+                raise SandboxFailure(f"could not restart E2B sandbox {self.id}: {exc}") from exc
+
     async def close(self) -> None:
         """Kill the sandbox (paid time stops)."""
         if self._closed:

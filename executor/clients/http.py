@@ -24,7 +24,7 @@ from executor.errors import (
     SandboxFailure,
     Unavailable,
 )
-from executor.interface import AUTH_HEADER, USER_HEADER, OutputCallback
+from executor.interface import AUTH_HEADER, USER_HEADER, OutputCallback, user_header
 from schemas.execution import ExecuteRequest, ExecuteResult, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import Health
@@ -104,7 +104,7 @@ class HttpClient:
 
     async def _send(self, method: str, path: str, user: str | None, **kwargs: Any) -> bytes:
         """The body of a successful answer, or the executor's error raised again here."""
-        headers = {USER_HEADER: user} if user is not None else {}
+        headers = {USER_HEADER: user_header(user)} if user is not None else {}
         async with self._reaching():
             response = await self._http.request(method, path, headers=headers, **kwargs)
         if not response.is_success:
@@ -132,7 +132,7 @@ class HttpClient:
                 "/execute",
                 params={"stream": "true"},
                 json=body,
-                headers={USER_HEADER: user},
+                headers={USER_HEADER: user_header(user)},
             ) as response,
         ):
             if not response.is_success:

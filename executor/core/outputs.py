@@ -17,6 +17,16 @@ from executor.errors import NotFound
 from schemas.outputs import OutputPage, OutputQuery
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @dataclass
 class StoredOutput:
     """The files of one execution's output."""
@@ -42,9 +52,13 @@ class OutputStore:
         self._bytes = 0
 
     def open(self) -> None:
-        """Create the directory (empty)."""
+        """Create the directory (empty), and remove what executors that died left beside it."""
         shutil.rmtree(self.directory, ignore_errors=True)
         self.directory.mkdir(parents=True, mode=0o700)
+        for stale in self.directory.parent.glob("outputs-*"):
+            pid = stale.name.removeprefix("outputs-")
+            if stale != self.directory and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
 
     def close(self) -> None:
         """Delete everything."""

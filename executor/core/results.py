@@ -23,7 +23,9 @@ from schemas.outputs import STREAMS
 
 log = logging.getLogger(__name__)
 
-_THREAD_OVER = 64 * 1024  # characters of output above which fitting leaves the event loop
+# Characters of a result above which fitting it leaves the event loop: counting tokens of a
+# large text (a 10 MB exception message, say) would stall every other request meanwhile.
+_THREAD_OVER = 64 * 1024
 
 
 def workspace_name(execution_id: str, stream: str) -> str:
@@ -43,6 +45,14 @@ def _byte_cut(outcome: RunOutcome) -> Truncation | None:
                 kept_bytes=capture.kept_bytes,
             )
     return Truncation(**streams) if streams else None
+
+
+def _size(result: ExecuteResult) -> int:
+    """Characters the budget has to look at: output, value, error and traceback."""
+    size = len(result.stdout) + len(result.stderr) + len(result.value or "")
+    if result.error is not None:
+        size += len(result.error.value) + len(result.error.traceback)
+    return size
 
 
 class Shaping:
@@ -108,7 +118,7 @@ class Shaping:
             for full_lines in [getattr(full, name).count("\n") + 1]
         }
         budget = Budget(plan.budget_tokens, plan.encoding, self._pointer(session_sandbox), lost)
-        if len(full.stdout) + len(full.stderr) > _THREAD_OVER:
+        if _size(full) > _THREAD_OVER:
             fitted, cut = await asyncio.to_thread(fit_result, full, budget)
         else:
             fitted, cut = fit_result(full, budget)
@@ -133,5 +143,5 @@ class Shaping:
                 await sandbox.write_file(
                     name, source if source is not None else bytes(capture.head) + capture.tail
                 )
-            except ExecutorError as exc:  # e.g. the workspace is full: the store still has it
-                log.warning("could not save %s in the session: %s", name, exc.message)
+            except (ExecutorError, OSError) as exc:  # e.g. a full workspace: the store has it
+                log.warning("could not save %s in the session: %s", name, exc)

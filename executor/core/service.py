@@ -22,7 +22,7 @@ from executor.core.pool import WarmPool
 from executor.core.results import Shaping
 from executor.core.sessions import Session, SessionManager
 from executor.core.tokens import get_encoding
-from executor.errors import InvalidRequest, PayloadTooLarge
+from executor.errors import InvalidRequest, PayloadTooLarge, SandboxFailure, SessionLost
 from executor.interface import OutputCallback
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
@@ -41,6 +41,8 @@ class _Place:
     sandbox: Sandbox
     language: Language
     session: Session | None
+    restarted: bool = False
+    """The session's sandbox had died since its last run and was restarted for this one."""
 
 
 class Executor:
@@ -124,15 +126,18 @@ class Executor:
         except BaseException:
             shaping.discard()
             raise
+        if place.restarted:
+            outcome.state_lost = True
         self.metrics.observe_run(place.language.value, _outcome_name(outcome), seconds)
         session = place.session
+        live = session is not None and session.ended is None
         return await shaping.result(
             outcome,
             plan,
             place.language,
             seconds,
             request.session_id,
-            session.sandbox if session is not None else None,
+            session.sandbox if session is not None and live else None,
         )
 
     @asynccontextmanager
@@ -147,7 +152,15 @@ class Executor:
                     f"{request.language.value} session"
                 )
             async with session.lock:
-                yield _Place(session.sandbox, session.language, session)
+                place = _Place(session.sandbox, session.language, session)
+                if session.ended is None and not session.sandbox.alive:
+                    # It died since its last run (a client that went away mid-run, a crash):
+                    # a fresh interpreter on the same files, and this run says state was lost.
+                    await self._revive(session)
+                    place.restarted = True
+                if session.ended is not None:  # closed while this run waited for the lock
+                    raise self.sessions.ended_error(session)
+                yield place
                 session.runs += 1
                 session.touch()
             return
@@ -158,6 +171,17 @@ class Executor:
         finally:
             self._destroy_later(sandbox)  # never reused: destroyed off the response path
 
+    async def _revive(self, session: Session) -> None:
+        try:
+            await session.sandbox.restart()
+        except SandboxFailure as exc:
+            await self.sessions.close(session.session_id, session.user, "lost: its sandbox died")
+            raise SessionLost(
+                f"session {session.session_id!r} is lost: its sandbox died and could not be "
+                f"restarted ({exc.message}); open a new session"
+            ) from exc
+        log.info("session %s: sandbox restarted (state lost)", session.session_id[:12])
+
     async def _run(
         self,
         place: _Place,
@@ -166,17 +190,24 @@ class Executor:
         on_output: OutputCallback | None,
         shaping: Shaping,
     ) -> RunOutcome:
-        for path, content in (request.files or {}).items():
-            await place.sandbox.write_file(path, content.encode())
-        return await place.sandbox.run(
-            request.code,
-            env=request.env or {},
-            timeout=plan.timeout,
-            keep_state=place.session is not None,
-            on_output=on_output,
-            stdout=shaping.captures["stdout"],
-            stderr=shaping.captures["stderr"],
-        )
+        session = place.session
+        try:
+            for path, content in (request.files or {}).items():
+                await place.sandbox.write_file(path, content.encode())
+            return await place.sandbox.run(
+                request.code,
+                env=request.env or {},
+                timeout=plan.timeout,
+                keep_state=session is not None,
+                on_output=on_output,
+                stdout=shaping.captures["stdout"],
+                stderr=shaping.captures["stderr"],
+            )
+        except (SandboxFailure, OSError) as exc:
+            if session is not None and session.ended is not None:
+                # Closed (by its owner, or expired) while this run was in progress.
+                raise self.sessions.ended_error(session) from exc
+            raise
 
     async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
         """Lines of the whole output of a cut result (read off the event loop)."""

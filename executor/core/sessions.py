@@ -41,6 +41,8 @@ class Session:
     last_used: float = field(default_factory=time.monotonic)
     runs: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: str | None = None
+    """Why the session ended (closed, expired, ...), once it has."""
 
     def touch(self) -> None:
         """Mark the session as used now."""
@@ -138,6 +140,14 @@ class SessionManager:
             "open a new one with open_session"
         )
 
+    @staticmethod
+    def ended_error(session: Session) -> SessionNotFound:
+        """What a run of a session that ended while it waited or ran gets told."""
+        return SessionNotFound(
+            f"session {session.session_id!r} has ended ({session.ended}) while this run was in "
+            "progress; open a new one with open_session"
+        )
+
     def list_for(self, user: str) -> list[Session]:
         """The user's open sessions."""
         return [s for s in self._sessions.values() if s.user == user]
@@ -150,6 +160,7 @@ class SessionManager:
     async def _end(self, session: Session, reason: str) -> None:
         if self._sessions.pop(session.session_id, None) is None:
             return
+        session.ended = reason
         self._ended[session.session_id] = (session.user, reason)
         while len(self._ended) > _ENDED_REMEMBERED:
             self._ended.popitem(last=False)

@@ -140,7 +140,14 @@ def cut_traceback(
     lines = traceback.rstrip("\n").split("\n")
     frames = [i for i, line in enumerate(lines) if _FRAME.match(line)]
     need = need or count_tokens(encoding, traceback)
-    if len(frames) < 3 or not lines[0].startswith("Traceback") or need.tokens <= allowance:
+    if (
+        len(frames) < 3
+        or not lines[0].startswith("Traceback")
+        or need.tokens <= allowance
+        # Cutting by frames counts every line whole; a line this long (a huge exception
+        # message) would cost seconds to count: cut it as plain text, by its ends.
+        or max(map(len, lines)) > _EXACT_LIMIT
+    ):
         return cut_text(encoding, traceback, allowance, marker, need)
     head = lines[: frames[1]]  # the header and the first frame
     # Per-line counts (newlines included) find the cut in one pass; the text is then checked.

@@ -8,7 +8,7 @@ from fastapi import Depends, Header, Request
 from executor.config import ExecutorSettings
 from executor.core import Executor
 from executor.errors import InvalidRequest, Unauthorized
-from executor.interface import AUTH_HEADER, USER_HEADER
+from executor.interface import AUTH_HEADER, USER_HEADER, user_of_header
 from executor.web import app_state
 
 get_executor = app_state("executor", Executor)
@@ -29,7 +29,10 @@ def check_token(
 
 def get_user(request: Request) -> str:
     """The user the caller acts for (the API service forwards its token's subject)."""
-    user = request.headers.get(USER_HEADER, "default").strip()
+    try:
+        user = user_of_header(request.headers.get(USER_HEADER, "default"))
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"{USER_HEADER} must be percent-encoded UTF-8") from None
     if not user or len(user) > 256:
         raise InvalidRequest(f"{USER_HEADER} must be 1 to 256 characters")
     return user

@@ -144,3 +144,21 @@ async def test_a_dead_executor_is_unreachable_and_a_broken_one_unavailable(
             await client.execute(ExecutorRequest, "u")
     finally:
         await client.aclose()
+
+
+async def test_any_user_name_crosses_the_wire_intact(make_served: MakeServed) -> None:
+    served = await make_served()
+    client = served.client()
+    try:
+        sessions = {}
+        for user in ("jörg", "alice ", "alice", "名前", "a%2Fb", "x" * 256):
+            info = await client.open_session(Language.PYTHON, user)
+            sessions[user] = info.session_id
+            await client.execute(ExecuteRequest(code=f"me = {user!r}", session_id=info.session_id), user)
+        for user, sid in sessions.items():
+            # Each name is its own user: "alice " is not "alice".
+            assert [s.session_id for s in await client.list_sessions(user)] == [sid]
+            result = await client.execute(ExecuteRequest(code="me", session_id=sid), user)
+            assert result.value == repr(user)
+    finally:
+        await client.aclose()
