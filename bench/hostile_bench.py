@@ -170,7 +170,10 @@ def attackers(run: Run) -> list[Callable[[], None]]:
 
     def deep_tree() -> None:
         sid = http.post("/v1/code_interpreter/sessions", json={}, headers=auth).json()["session_id"]
-        code = "import os\npath = '.'\nfor i in range(3000):\n    path += '/d'\nos.makedirs(path)"
+        code = (
+            "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+            "os.chdir('/home/user')"
+        )
         run.count(
             "tree",
             http.post(

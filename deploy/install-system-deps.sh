@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local sandbox backend needs, when they are missing:
-# bubblewrap (the sandbox), gcc (C), Node.js (JavaScript) and Debian's python3 with venv
+# bubblewrap (the sandbox), libseccomp2 (its syscall filter is compiled with libseccomp.so.2,
+# through the pyseccomp package), gcc (C), Node.js (JavaScript) and Debian's python3 with venv
 # (the sandbox's Python runtime lives under /usr so that one read-only /usr mount carries it).
 set -euo pipefail
 
+# Whether the dynamic linker finds a shared library (ldconfig's cache, else the usual dirs).
+have_library() {
+    /sbin/ldconfig -p 2>/dev/null | grep -q "[[:space:]]$1 " && return 0
+    compgen -G "/usr/lib/*/$1" >/dev/null || compgen -G "/lib/*/$1" >/dev/null ||
+        [ -e "/usr/lib/$1" ] || [ -e "/lib/$1" ]
+}
+
 missing=()
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+have_library libseccomp.so.2 || missing+=(libseccomp2)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 [ -x /usr/bin/node ] || missing+=(nodejs)
 [ -x /usr/bin/python3 ] || missing+=(python3)
@@ -25,7 +34,7 @@ else
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "code-exec: cannot install ${missing[*]}: apt-get not found." >&2
-    echo "  Install bubblewrap, gcc, nodejs and python3 with venv with your package manager." >&2
+    echo "  Install bubblewrap, libseccomp, gcc, nodejs and python3 with venv with your package manager." >&2
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive

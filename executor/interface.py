@@ -6,7 +6,8 @@ a front-end never knows which one it holds. This module imports nothing but sche
 sides of the wire can use it without loading the other.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote, unquote
 
@@ -34,6 +35,28 @@ def user_header(user: str) -> str:
 def user_of_header(value: str) -> str:
     """The user name a USER_HEADER value carries."""
     return unquote(value, errors="strict")
+
+
+@dataclass
+class Download:
+    """A file on its way out: its size, and its bytes in chunks, read only as they are sent
+    (so a download holds one chunk in memory, not the file)."""
+
+    size: int
+    chunks: AsyncIterator[bytes]
+
+    @classmethod
+    def of(cls, data: bytes) -> "Download":
+        """A download of bytes already in memory."""
+
+        async def once() -> AsyncIterator[bytes]:
+            yield data
+
+        return cls(len(data), once())
+
+    async def read(self) -> bytes:
+        """All of it at once (for small files, and tests)."""
+        return b"".join([chunk async for chunk in self.chunks])
 
 
 class ExecutorClient(Protocol):
@@ -73,8 +96,8 @@ class ExecutorClient(Protocol):
         """List a session's workspace, recursively."""
         ...
 
-    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
-        """Read a file of a session's workspace."""
+    async def download_file(self, session_id: str, user: str, path: str) -> Download:
+        """A file of a session's workspace, to be streamed."""
         ...
 
     async def health(self) -> Health:

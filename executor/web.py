@@ -7,10 +7,11 @@ stored outputs are served by (the same on both servers, over any ExecutorClient)
 
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -21,7 +22,7 @@ from executor.errors import (
     PayloadTooLarge,
     validation_text,
 )
-from executor.interface import ExecutorClient
+from executor.interface import Download, ExecutorClient
 from schemas.files import FileInfo
 from schemas.outputs import OutputPage, OutputQuery, Stream
 
@@ -144,13 +145,16 @@ class _TooLarge(StarletteHTTPException):
     (FastAPI lets HTTP exceptions raised while reading a body through as they are)."""
 
 
-def attachment(data: bytes, path: str) -> Response:
-    """A downloaded file, named after the last part of its path."""
-    name = path.rsplit("/", 1)[-1].replace('"', "").replace("\\", "")
-    return Response(
-        data,
+def attachment(download: Download, path: str) -> StreamingResponse:
+    """A downloaded file, named after the last part of its path, sent as it is read."""
+    name = quote(path.rsplit("/", 1)[-1], safe="")
+    return StreamingResponse(
+        download.chunks,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{name}",
+            "Content-Length": str(download.size),
+        },
     )
 
 
@@ -189,7 +193,7 @@ def file_routes(
     @router.get(f"{prefix}/{{session_id}}/files/{{path:path}}")
     async def download_file(
         session_id: str, path: str, client: ClientDep, user: UserDep
-    ) -> Response:
+    ) -> StreamingResponse:
         """Download a file of the session's workspace."""
         return attachment(await client.download_file(session_id, user, path), path)
 

@@ -18,7 +18,7 @@ import asyncio
 import io
 import itertools
 import traceback
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from typing import Any
 from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure
-from executor.interface import OutputCallback
+from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
@@ -214,6 +214,16 @@ class FakeSandbox:
         if len(data) > max_bytes:
             raise PayloadTooLarge(f"{path!r} is above the download limit of {max_bytes}")
         return data
+
+    async def open_file(self, path: str, max_bytes: int) -> Download:
+        """The file in two chunks (so callers see more than one)."""
+        data = await self.read_file(path, max_bytes)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield data[: len(data) // 2]
+            yield data[len(data) // 2 :]
+
+        return Download(len(data), chunks())
 
     async def list_files(self, path: str) -> list[FileInfo]:
         """Every file under path."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from executor.backends.capture import StreamCapture
-from executor.interface import OutputCallback
+from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError, Image
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
@@ -86,6 +86,10 @@ class Sandbox(Protocol):
 
     async def read_file(self, path: str, max_bytes: int) -> bytes:
         """Read a file of the workspace."""
+        ...
+
+    async def open_file(self, path: str, max_bytes: int) -> Download:
+        """A file of the workspace, read in chunks as the download is sent."""
         ...
 
     async def list_files(self, path: str) -> list[FileInfo]:

@@ -23,7 +23,7 @@ from executor.backends.base import RunOutcome, signal_error
 from executor.backends.capture import StreamCapture
 from executor.config import ExecutorSettings
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure, Unavailable
-from executor.interface import OutputCallback
+from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
@@ -234,6 +234,10 @@ class E2BSandbox:
         if len(data) > max_bytes:
             raise PayloadTooLarge(f"{path!r} is above the download limit of {max_bytes}")
         return bytes(data)
+
+    async def open_file(self, path: str, max_bytes: int) -> Download:
+        """The SDK reads a file whole: it is held once, then sent."""
+        return Download.of(await self.read_file(path, max_bytes))
 
     async def list_files(self, path: str) -> list[FileInfo]:
         """List /home/user (or a directory in it), recursively."""

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from executor.errors import LimitExceeded
-from executor.interface import ExecutorClient, OutputCallback
+from executor.interface import Download, ExecutorClient, OutputCallback
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
@@ -88,7 +88,7 @@ class CappedClient:
         """Uncapped: see ExecutorClient."""
         return await self.inner.list_files(session_id, user, path)
 
-    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
+    async def download_file(self, session_id: str, user: str, path: str) -> Download:
         """Uncapped: see ExecutorClient."""
         return await self.inner.download_file(session_id, user, path)
 

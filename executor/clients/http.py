@@ -24,7 +24,7 @@ from executor.errors import (
     SandboxFailure,
     Unavailable,
 )
-from executor.interface import AUTH_HEADER, USER_HEADER, OutputCallback, user_header
+from executor.interface import AUTH_HEADER, USER_HEADER, Download, OutputCallback, user_header
 from schemas.execution import ExecuteRequest, ExecuteResult, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import Health
@@ -33,6 +33,7 @@ from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
 T = TypeVar("T")
+DOWNLOAD_CHUNK = 1 << 20
 
 _SESSIONS = TypeAdapter(list[SessionInfo])
 _FILES = TypeAdapter(list[FileInfo])
@@ -192,10 +193,26 @@ class HttpClient:
         url = f"/sessions/{_segment(session_id)}/files"
         return await self._request("GET", url, user, _FILES, params={"path": path})
 
-    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
-        """Read a file."""
+    async def download_file(self, session_id: str, user: str, path: str) -> Download:
+        """A file, streamed from the executor as it is sent on."""
         url = f"/sessions/{_segment(session_id)}/files/{_file_path(path)}"
-        return await self._send("GET", url, user)
+        request = self._http.build_request("GET", url, headers={USER_HEADER: user_header(user)})
+        async with self._reaching():
+            response = await self._http.send(request, stream=True)
+        if not response.is_success:
+            content = await response.aread()
+            await response.aclose()
+            raise _error_of(response.status_code, content, response.headers.get("Retry-After"))
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                async with self._reaching():
+                    async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
+                        yield chunk
+            finally:
+                await response.aclose()
+
+        return Download(int(response.headers.get("content-length", 0)), chunks())
 
     async def health(self) -> Health:
         """The executor's health."""

@@ -24,7 +24,7 @@ from executor.errors import (
     SessionNotFound,
     Unavailable,
 )
-from executor.interface import ExecutorClient, OutputCallback
+from executor.interface import Download, ExecutorClient, OutputCallback
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health, Limits, PoolHealth, RouteHealth
@@ -234,7 +234,7 @@ class RoutingClient:
             session_id, lambda client, inner: client.list_files(inner, user, path)
         )
 
-    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
+    async def download_file(self, session_id: str, user: str, path: str) -> Download:
         """Read a file of a session."""
         return await self._on_session(
             session_id, lambda client, inner: client.download_file(inner, user, path)

@@ -23,7 +23,7 @@ from executor.core.results import Shaping
 from executor.core.sessions import Session, SessionManager
 from executor.core.tokens import get_encoding
 from executor.errors import InvalidRequest, PayloadTooLarge, SandboxFailure, SessionLost
-from executor.interface import OutputCallback
+from executor.interface import Download, OutputCallback
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
@@ -262,11 +262,11 @@ class Executor:
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
 
-    async def download_file(self, session_id: str, user: str, path: str) -> bytes:
-        """Contents of a file of a session's workspace."""
+    async def download_file(self, session_id: str, user: str, path: str) -> Download:
+        """A file of a session's workspace, streamed."""
         session = self.sessions.get(session_id, user)
         try:
-            return await session.sandbox.read_file(path, self.settings.max_file_bytes)
+            return await session.sandbox.open_file(path, self.settings.max_file_bytes)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
 

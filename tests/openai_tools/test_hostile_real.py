@@ -175,3 +175,69 @@ def test_a_crowd_of_idle_connections_neither_exhausts_files_nor_locks_others_out
     finally:
         for sock in crowd:
             sock.close()
+
+
+def test_concurrent_downloads_of_a_big_file_are_streamed(small_host: Api) -> None:
+    auth = small_host.headers("downloader")
+    sid = small_host.http.post("/v1/code_interpreter/sessions", json={}, headers=auth).json()[
+        "session_id"
+    ]
+    made = small_host.http.post(
+        "/v1/code_interpreter/run",
+        json={"code": "with open('big.bin', 'wb') as f:\n    f.write(b'z' * (64 << 20))", "session_id": sid},
+        headers=auth,
+    )
+    assert made.status_code == 200 and made.json()["exit_code"] == 0, made.text
+    _reset_peak(small_host)
+    before = _status(small_host, "VmRSS")
+    sizes: list[int] = []
+
+    def download() -> None:
+        total = 0
+        with httpx.stream(
+            "GET",
+            f"{small_host.url}/v1/code_interpreter/sessions/{sid}/files/big.bin",
+            headers=auth,
+            timeout=60,
+        ) as response:
+            for chunk in response.iter_bytes():
+                total += len(chunk)
+                time.sleep(0.001)  # a client slower than the disk
+        sizes.append(total)
+
+    threads = [threading.Thread(target=download) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sizes == [64 << 20] * 12
+    grown = _status(small_host, "VmHWM") - before
+    # Read whole, 12 at once held 12 x 64 MiB (+1.1 GiB); streamed, a chunk or two each.
+    assert grown < 96 * 1024 * 1024, f"grew by {grown >> 20} MiB for 12 downloads of 64 MiB"
+
+
+def test_a_directory_tree_thousands_of_levels_deep_lists_and_uploads(small_host: Api) -> None:
+    auth = small_host.headers("tree")
+    sid = small_host.http.post("/v1/code_interpreter/sessions", json={}, headers=auth).json()[
+        "session_id"
+    ]
+    code = (
+        "import os\nfor _ in range(3000):\n    os.mkdir('d')\n    os.chdir('d')\n"
+        "os.chdir('/home/user')"
+    )
+    made = small_host.http.post(
+        "/v1/code_interpreter/run", json={"code": code, "session_id": sid}, headers=auth
+    )
+    assert made.json()["exit_code"] == 0, made.text
+    listed = small_host.http.get(f"/v1/code_interpreter/sessions/{sid}/files", headers=auth)
+    assert listed.status_code == 200, listed.text
+    depths = [entry["path"].count("/") for entry in listed.json()]
+    assert max(depths) == 63  # listed as deep as a path can be named (64 names)
+    deep = "/".join(["u"] * 1200) + "/f.txt"
+    upload = small_host.http.post(
+        f"/v1/code_interpreter/sessions/{sid}/files",
+        files={"file": ("f.txt", b"x")},
+        data={"path": deep},
+        headers=auth,
+    )
+    assert upload.status_code == 422 and "too deep" in upload.json()["error"]["message"]

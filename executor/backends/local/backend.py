@@ -10,10 +10,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from executor.backends.local.bwrap import write_etc
 from executor.backends.local.limits import CgroupLimiter
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
 from executor.backends.local.sandbox import LocalSandbox, SandboxContext
+from executor.backends.local.seccomp import compile_filter
 from executor.backends.local.workspace import Workspace, tmpfs_supported
 from executor.config import ExecutorSettings
 from executor.errors import SandboxFailure
@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MIB = 1024 * 1024
+# --size (of /dev/shm's tmpfs) came with bubblewrap 0.8.
+_BWRAP_MIN_VERSION = (0, 8)
+
+
+def _version_of(text: str) -> tuple[int, ...]:
+    """(0, 8, 0) of "bubblewrap 0.8.0"; () when it says no version."""
+    words = text.split()
+    try:
+        return tuple(int(part) for part in words[-1].split(".")) if words else ()
+    except ValueError:
+        return ()
 
 
 def _pid_alive(instance: str) -> bool:
@@ -47,7 +58,6 @@ class LocalBackend:
         self.settings = settings
         self.instance = f"exec-{os.getpid()}"
         self.state_dir = settings.state_dir / self.instance
-        self.etc_dir = self.state_dir / "etc"
         self.cgroups = CgroupLimiter(
             settings.memory_limit_mb * _MIB, settings.pids_limit, self.instance
         )
@@ -59,6 +69,9 @@ class LocalBackend:
         self._bwrap_version = ""
         self._font_caches: list[Path] = []
         self.policy = self._build_policy()
+        # Made by start(): what every sandbox gets handed, prepared once.
+        self._files: dict[str, bytes] = {}
+        self._seccomp = b""
 
     def _build_policy(self) -> SandboxPolicy:
         host = HostFacts(
@@ -77,6 +90,11 @@ class LocalBackend:
             subprocess.run, [bwrap, "--version"], capture_output=True, text=True, check=False
         )
         self._bwrap_version = version.stdout.strip()
+        if _version_of(self._bwrap_version) < _BWRAP_MIN_VERSION:
+            raise SandboxFailure(
+                f"{self._bwrap_version or 'bubblewrap'} is too old: 0.8 or newer is needed "
+                "(Debian 12 has it); upgrade the bubblewrap package"
+            )
         python = self.settings.runtime_dir / "python" / "bin" / "python"
         if not python.exists():
             raise SandboxFailure(
@@ -102,7 +120,9 @@ class LocalBackend:
         self._font_caches = self._relocate_font_caches()
         self.use_tmpfs = self.is_root and tmpfs_supported(self.state_dir)
         self.policy = self._build_policy()
-        write_etc(self.etc_dir, self.policy)
+        self._files = await asyncio.to_thread(self.policy.file_contents)
+        # Compiled once; each sandbox gets the same program on a descriptor of its own.
+        self._seccomp = await asyncio.to_thread(compile_filter, self.policy.syscalls)
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count
@@ -159,7 +179,8 @@ class LocalBackend:
         return BackendHealth.model_validate(
             {
                 "backend": self.name,
-                "isolation": f"{bwrap}: {', '.join(namespaces)} and {last} namespaces; no network",
+                "isolation": f"{bwrap}: {', '.join(namespaces)} and {last} namespaces; "
+                f"seccomp ({len(policy.syscalls.denials)} syscalls refused); no network",
                 "memory_limit": memory,
                 "process_limit": processes,
                 "disk_limit": disk,
@@ -204,6 +225,8 @@ class LocalBackend:
 
     async def create(self, language: Language) -> LocalSandbox:
         """Start a sandbox for language; returns once its runner is ready."""
+        if not self._seccomp:
+            raise SandboxFailure("the local backend is not started: call start() first")
         self._counter += 1
         sandbox_id = f"sb{self._counter}-{os.urandom(4).hex()}"
         uid, gid = self._allocate_uid()
@@ -230,7 +253,8 @@ class LocalBackend:
         return SandboxContext(
             policy=self.policy,
             runtime_dir=self.settings.runtime_dir,
-            etc_dir=self.etc_dir,
+            files=self._files,
+            seccomp=self._seccomp,
             cgroups=self.cgroups,
             max_output_bytes=self.settings.max_output_bytes,
             interrupt_grace_s=self.settings.interrupt_grace_s,

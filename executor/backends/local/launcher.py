@@ -5,6 +5,8 @@ run Python in the child, blocking the event loop for tens of milliseconds per sa
 bash prologue keeps the spawn on the vfork path and does the child-side work in the child.
 """
 
+import fcntl
+import os
 from collections.abc import Sequence
 
 from executor.backends.local.policy import SandboxPolicy
@@ -23,6 +25,17 @@ n=$7; shift 7
 while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done
 exec "$@"
 """
+# Descriptors the executor passes through the prologue are numbered from here, clear of 0-2 and
+# of the control fds it takes over: `exec 3<&0` must not replace one of them.
+_FIRST_PASSED_FD = 10
+
+
+def above_launcher_fds(fd: int) -> int:
+    """fd renumbered clear of the descriptors the prologue takes over; the original is closed."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _FIRST_PASSED_FD)
+    finally:
+        os.close(fd)
 
 
 def launch_prefix(

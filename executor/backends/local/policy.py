@@ -1,18 +1,30 @@
 """The sandbox policy: all that a local sandbox is and may do, as one frozen data object.
 
 Built once from the settings and a few facts of the host, then rendered, never re-decided:
-bwrap.py turns it into bubblewrap's arguments, launcher.py into the command that applies its
-limits and starts bubblewrap, and report() into what /health shows (nsjail's config.proto is
-the model: the policy says what, one renderer per mechanism says how).
+bwrap.py turns it into bubblewrap's arguments, seccomp.py into the syscall filter, launcher.py
+into the command that applies its limits and starts bubblewrap, and report() into what /health
+shows (nsjail's config.proto is the model: the policy says what, one renderer per mechanism
+says how).
 
 The contract:
 - Namespaces: user, pid, net, ipc, uts, mount and cgroup, all new; no user namespace may be
   made inside; every capability dropped; uid and gid 1000 inside, hostname "sandbox".
-- Files: /usr, the runtime, the runners and a few /etc files read-only; /home/user and /tmp
-  writable, the workspace (with the disk quota, when there is one); a fresh /proc and /dev; an
-  empty tmpfs over /usr/local; then / remounted read-only. Nothing else of the host's. Besides
-  the workspace, only /usr/local, /dev and /proc can be written: in memory, never the host's.
-- Network: none but the sandbox's own loopback. Environment: the policy's; none of the executor's.
+- Syscalls: a seccomp filter refuses, with the errno listed, what Docker's default profile
+  refuses and more (Syscalls below): keyrings, io_uring, bpf, perf, userfaultfd, kernel
+  modules, mounting, new namespaces, ptrace, inotify, ...; other architectures' syscalls kill.
+- Files: /usr, the runtime and a few /etc files of the host read-only; the runners and the
+  executor's own /etc files are files in the sandbox's root, not mounts; /home/user and /tmp
+  writable, the workspace (with the disk quota, when there is one); a fresh /proc; a read-only
+  /dev with a size-limited /dev/shm; an empty read-only /usr/local; then / remounted read-only.
+  Besides the workspace, only /dev/shm (SHM_MIB) and /proc can be written: never the host's.
+- What the sandbox sees of the host: bubblewrap takes its options through a file descriptor, so
+  its command line (pid 1's, inside) holds no host path. /proc/self/mountinfo still shows the
+  path of each bound directory inside its host filesystem: /usr, the /etc files bound from the
+  host, and the runtime's (settings.runtime_dir, e.g. <venv>/share/code-exec/runtime) - a
+  bind mount's source cannot be hidden. The workspace shows as "/home" and "/tmp" of its own
+  tmpfs when the executor is root (tmpfs quota); without root it shows its host path too.
+- Network: none but the sandbox's own loopback; no vsock (not network-namespaced).
+  Environment: the policy's; none of the executor's.
 - Processes: killed when the executor dies; a session of their own, away from any terminal.
 - Limits: see Limits.
 """
@@ -35,6 +47,9 @@ SANDBOX_RUNTIME = Path("/opt/code-exec/runtime")
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
 SANDBOX_HOME = "/home/user"
+# /dev/shm holds POSIX shared memory and semaphores (multiprocessing needs it). It is memory the
+# disk quota does not cover, so it gets a small size of its own.
+SHM_MIB = 64
 
 NAMESPACES = ("user", "pid", "net", "ipc", "uts", "mount", "cgroup")
 # V8 reserves far more address space than it uses: no RLIMIT_AS for Node.js. For Python and C it
@@ -52,6 +67,13 @@ _HOST_ETC_FILES = (
 )
 # Files of /etc the executor writes for the sandbox (see SandboxPolicy.etc_files).
 _OWN_ETC_FILES = ("passwd", "group", "hosts", "hostname", "nsswitch.conf")
+# The runners (and what they import), relative to RUNNERS_DIR and SANDBOX_RUNNERS.
+RUNNER_FILES = (
+    "python_runner.py",
+    "pythonpath/code_exec_mpl_backend.py",
+    "node_runner.js",
+    "bash_runner.sh",
+)
 _MERGED_USR_DIRS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 
 
@@ -61,37 +83,39 @@ class MountKind(StrEnum):
     BIND = "bind"  # a host path, read-only unless the entry says writable
     SYMLINK = "symlink"  # a symbolic link in the (read-only) root
     DIR = "dir"  # an empty directory in the (read-only) root
-    TMPFS = "tmpfs"  # a fresh, empty, writable tmpfs
+    FILE = "file"  # a file in the (read-only) root, its content given by the executor: no mount
+    TMPFS = "tmpfs"  # a fresh, empty tmpfs (of size_mib when given), read-only unless writable
     PROC = "proc"  # the pid namespace's own /proc
-    DEV = "dev"  # a minimal /dev (null, zero, full, random, urandom, tty, pts, shm) on a tmpfs
+    # A minimal /dev (null, zero, full, random, urandom, tty, pts, an empty shm) on a tmpfs,
+    # read-only unless writable: devices stay usable, nothing can be stored.
+    DEV = "dev"
     REMOUNT_RO = "remount-ro"  # make what is mounted at the target read-only (not recursive)
 
 
 class Slot(StrEnum):
-    """A host path of the executor's own, named in the policy and given when it is rendered.
+    """A source of the executor's own, named in the policy and given when it is rendered.
 
-    Per sandbox or per executor; and /health, which anyone may read, shows the name, not the path.
+    HOME, TMP and RUNTIME are host directories (per sandbox or per executor); ETC and RUNNERS
+    are file contents. /health, which anyone may read, shows the name, not the path.
     """
 
     HOME = "home"  # the sandbox's workspace home
     TMP = "tmp"  # the sandbox's workspace tmp
     RUNTIME = "runtime"  # the sandbox runtime (settings.runtime_dir)
-    ETC = "etc"  # the executor's directory of written /etc files
-    RUNNERS = "runners"  # the runners of this installation
+    ETC = "etc"  # the /etc files the executor writes (SandboxPolicy.etc_files)
+    RUNNERS = "runners"  # the runners of this installation (RUNNER_FILES)
 
 
 @dataclass(frozen=True)
 class SandboxPaths:
-    """The host paths of the slots, for one sandbox."""
+    """The host directories of the slots, for one sandbox."""
 
     home: Path
     tmp: Path
     runtime: Path
-    etc: Path
-    runners: Path = RUNNERS_DIR
 
     def of(self, slot: Slot) -> Path:
-        """The host path of a slot."""
+        """The host path of a directory slot."""
         match slot:
             case Slot.HOME:
                 return self.home
@@ -99,10 +123,8 @@ class SandboxPaths:
                 return self.tmp
             case Slot.RUNTIME:
                 return self.runtime
-            case Slot.ETC:
-                return self.etc
-            case Slot.RUNNERS:
-                return self.runners
+            case _:
+                raise ValueError(f"slot {slot.value} holds file contents, not a host directory")
 
 
 @dataclass(frozen=True)
@@ -111,18 +133,27 @@ class Mount:
 
     kind: MountKind
     target: str
-    # BIND: a host path or a slot (with `under`, a path below the slot); SYMLINK: the link's text.
+    # BIND: a host path or a directory slot (with `under`, a path below it); FILE: a file slot
+    # and the file's name in it (`under`); SYMLINK: the link's text.
     source: str | Slot | None = None
     under: str = ""
-    writable: bool = False  # BIND only; the other kinds are what their kind makes them
+    writable: bool = False  # BIND, TMPFS and DEV; PROC is writable, the other kinds never
     optional: bool = False  # BIND only: skipped when the host has no such source
+    size_mib: int | None = None  # TMPFS only: its size (None: unlimited)
 
     @property
     def mode(self) -> Literal["ro", "rw"]:
         """Whether the sandbox's user may write there (file permissions aside)."""
-        if self.kind is MountKind.BIND:
+        if self.kind in (MountKind.BIND, MountKind.TMPFS, MountKind.DEV):
             return "rw" if self.writable else "ro"
-        return "rw" if self.kind in (MountKind.TMPFS, MountKind.PROC, MountKind.DEV) else "ro"
+        return "rw" if self.kind is MountKind.PROC else "ro"
+
+    @property
+    def content_key(self) -> str:
+        """FILE only: the key of its content among the files the executor provides."""
+        if self.kind is not MountKind.FILE or not isinstance(self.source, Slot):
+            raise ValueError(f"{self.target} is not a file the executor provides")
+        return f"{self.source.value}/{self.under}"
 
     def host_source(self, paths: SandboxPaths) -> str:
         """The source as the host names it (slots filled in from paths)."""
@@ -140,7 +171,201 @@ class Mount:
             entry["source"] = self.source
         if self.optional:
             entry["optional"] = True
+        if self.size_mib is not None:
+            entry["size_mib"] = self.size_mib
         return entry
+
+
+# --- syscalls ---
+
+
+class Errno(StrEnum):
+    """The errno a refused syscall returns."""
+
+    # Refused by policy: what an unprivileged caller gets for most of these anyway.
+    EPERM = "EPERM"
+    # "This kernel has no such call": callers fall back (glibc's clone3 to clone, libuv's
+    # io_uring to its thread pool, NUMA libraries to their no-NUMA path, file watchers to
+    # polling), or the kernel has none indeed.
+    ENOSYS = "ENOSYS"
+
+
+class ArgMatch(StrEnum):
+    """When a syscall is refused, by its first argument (all that the filter needs here)."""
+
+    ALWAYS = "always"
+    ANY_BIT = "any bit"  # it has any of the bits of values[0] set (clone's flags)
+    NONE_OF = "none of"  # its low 32 bits are none of values (personality's persona)
+    ONE_OF = "one of"  # its low 32 bits are one of values (socket's domain)
+
+
+@dataclass(frozen=True)
+class SyscallDenial:
+    """One syscall the seccomp filter refuses, and the errno the caller then gets."""
+
+    syscall: str
+    errno: Errno
+    match: ArgMatch = ArgMatch.ALWAYS
+    values: tuple[int, ...] = ()
+
+    def report(self) -> dict[str, Any]:
+        """The entry for /health."""
+        entry: dict[str, Any] = {"syscall": self.syscall, "errno": self.errno.value}
+        if self.match is not ArgMatch.ALWAYS:
+            entry["when"] = f"first argument: {self.match.value} " + ", ".join(
+                f"{value:#x}" for value in self.values
+            )
+        return entry
+
+
+@dataclass(frozen=True)
+class SyscallPolicy:
+    """The seccomp filter: everything allowed but the denials; other architectures killed."""
+
+    denials: tuple[SyscallDenial, ...]
+    # Syscall numbers added to Linux after this list was written (451, cachestat, onwards; the
+    # numbers are the same on every architecture since 424): refused as an older kernel would.
+    unreviewed: range
+    unreviewed_errno: Errno
+
+    def report(self) -> dict[str, Any]:
+        """The filter for /health: every denied syscall with its errno."""
+        return {
+            "default": "allow",
+            "other_architectures": "killed",
+            "denied": [denial.report() for denial in self.denials],
+            "denied_numbers": {
+                "from": self.unreviewed.start,
+                "to": self.unreviewed.stop - 1,
+                "errno": self.unreviewed_errno.value,
+                "why": "syscalls newer than this policy",
+            },
+        }
+
+
+def _deny(errno: Errno, *names: str) -> tuple[SyscallDenial, ...]:
+    return tuple(SyscallDenial(name, errno) for name in names)
+
+
+# Every namespace flag clone() takes: CLONE_NEWTIME (0x80, which clone reads as part of the exit
+# signal: harmless to refuse), NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET.
+CLONE_NAMESPACE_FLAGS = 0x00000080 | 0x00020000 | 0x7E000000
+# The personas Docker's profile allows: PER_LINUX, PER_LINUX32, UNAME26 and both, and the query.
+ALLOWED_PERSONAS = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+AF_VSOCK = 40
+
+# At least what Docker's default profile refuses to a container without added capabilities
+# (moby profiles/seccomp/default.json, x86_64), and more.
+DENIED_SYSCALLS: tuple[SyscallDenial, ...] = (
+    # Kernel keyrings are not namespaced: keys could pass between sandboxes, or reach the host's.
+    *_deny(Errno.EPERM, "add_key", "keyctl", "request_key"),
+    # A large kernel attack surface whose operations seccomp cannot see.
+    *_deny(Errno.ENOSYS, "io_uring_setup", "io_uring_enter", "io_uring_register"),
+    # Kernel attack surface, and observation of the host (perf).
+    *_deny(Errno.EPERM, "bpf", "perf_event_open", "userfaultfd"),
+    # Code into the kernel, or a new kernel.
+    *_deny(
+        Errno.EPERM, "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module"
+    ),
+    # Mounts and namespaces are the executor's to make, once, before the code runs.
+    *_deny(
+        Errno.EPERM,
+        "mount",
+        "umount2",
+        "pivot_root",
+        "chroot",
+        "move_mount",
+        "open_tree",
+        "fsopen",
+        "fsmount",
+        "fsconfig",
+        "fspick",
+        "mount_setattr",
+        "unshare",
+        "setns",
+    ),
+    SyscallDenial("clone", Errno.EPERM, ArgMatch.ANY_BIT, (CLONE_NAMESPACE_FLAGS,)),
+    # Its flags lie in memory, which a filter cannot read; glibc then uses clone, whose it can.
+    SyscallDenial("clone3", Errno.ENOSYS),
+    # Other processes' memory and files.
+    *_deny(
+        Errno.EPERM,
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "process_madvise",
+        "kcmp",
+        "pidfd_getfd",
+    ),
+    # Other personas change the address-space layout (ASLR off) or the syscall semantics.
+    SyscallDenial("personality", Errno.EPERM, ArgMatch.NONE_OF, ALLOWED_PERSONAS),
+    # vsock is not network-namespaced: it would reach the hypervisor and other guests.
+    SyscallDenial("socket", Errno.EPERM, ArgMatch.ONE_OF, (AF_VSOCK,)),
+    # State of the whole host: accounting, swap, power, kernel log, clocks, quotas, names, tty.
+    *_deny(
+        Errno.EPERM,
+        "acct",
+        "swapon",
+        "swapoff",
+        "reboot",
+        "syslog",
+        "settimeofday",
+        "clock_settime",
+        "clock_adjtime",
+        "adjtimex",
+        "quotactl",
+        "quotactl_fd",
+        "sethostname",
+        "setdomainname",
+        "vhangup",
+    ),
+    # Opening files by handle skips the path walk (and so the mount namespace's view).
+    SyscallDenial("open_by_handle_at", Errno.EPERM),
+    SyscallDenial("name_to_handle_at", Errno.ENOSYS),
+    # Raw I/O ports.
+    *_deny(Errno.EPERM, "iopl", "ioperm"),
+    # NUMA memory policy (CAP_SYS_NICE in Docker's profile).
+    *_deny(
+        Errno.ENOSYS,
+        "mbind",
+        "set_mempolicy",
+        "get_mempolicy",
+        "set_mempolicy_home_node",
+        "migrate_pages",
+        "move_pages",
+    ),
+    # Watching the shared read-only runtime would tell one user when another's code reads it
+    # (imports pandas, say): a channel between sandboxes.
+    *_deny(Errno.ENOSYS, "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch"),
+    *_deny(Errno.EPERM, "fanotify_init", "fanotify_mark"),
+    # Obsolete, or never implemented: refused as a kernel without them does.
+    *_deny(
+        Errno.ENOSYS,
+        "uselib",
+        "vm86",
+        "vm86old",
+        "create_module",
+        "get_kernel_syms",
+        "query_module",
+        "nfsservctl",
+        "lookup_dcookie",
+        "_sysctl",
+        "sysfs",
+        "ustat",
+        "afs_syscall",
+        "tuxcall",
+        "security",
+        "vserver",
+        "getpmsg",
+        "putpmsg",
+    ),
+)
+SYSCALLS = SyscallPolicy(
+    denials=DENIED_SYSCALLS, unreviewed=range(451, 1024), unreviewed_errno=Errno.ENOSYS
+)
+
+
+# --- limits ---
 
 
 @dataclass(frozen=True)
@@ -161,6 +386,7 @@ class Limits:
     core_mib: int  # RLIMIT_CORE
     # The size of the tmpfs holding /home/user and /tmp; None: no total, RLIMIT_FSIZE only.
     disk_mib: int | None
+    shm_mib: int  # the size of the tmpfs of /dev/shm
 
     def address_space_for(self, language: Language) -> int | None:
         """RLIMIT_AS in MiB for a language's processes, None when it has none."""
@@ -180,6 +406,7 @@ class Limits:
             "core_mib": self.core_mib,
             "disk_mib": self.disk_mib,
             "disk_by": "tmpfs" if self.disk_mib is not None else None,
+            "shm_mib": self.shm_mib,
         }
 
 
@@ -199,6 +426,7 @@ class SandboxPolicy:
     namespaces: tuple[str, ...]
     nested_user_namespaces: bool
     capabilities: tuple[str, ...]  # kept inside the sandbox; the rest are dropped
+    syscalls: SyscallPolicy
     uid: int
     gid: int
     own_host_uid: bool  # each sandbox runs as a host uid of its own (else the executor's)
@@ -225,6 +453,7 @@ class SandboxPolicy:
             namespaces=NAMESPACES,
             nested_user_namespaces=False,
             capabilities=(),
+            syscalls=SYSCALLS,
             uid=SANDBOX_UID,
             gid=SANDBOX_GID,
             own_host_uid=host.is_root,
@@ -246,6 +475,7 @@ class SandboxPolicy:
                 open_files=settings.open_files_limit,
                 core_mib=0,
                 disk_mib=settings.disk_limit_mb if host.tmpfs_quota else None,
+                shm_mib=SHM_MIB,
             ),
             runners=MappingProxyType(_runners()),
         )
@@ -264,12 +494,26 @@ class SandboxPolicy:
             "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
         }
 
+    def file_contents(self, runners_dir: Path = RUNNERS_DIR) -> dict[str, bytes]:
+        """The content of every FILE entry, by its content_key (reads the runners: blocking)."""
+        etc = self.etc_files()
+        contents: dict[str, bytes] = {}
+        for mount in self.mounts:
+            if mount.kind is not MountKind.FILE:
+                continue
+            if mount.source is Slot.ETC:
+                contents[mount.content_key] = etc[mount.under].encode()
+            elif mount.source is Slot.RUNNERS:
+                contents[mount.content_key] = (runners_dir / mount.under).read_bytes()
+        return contents
+
     def report(self) -> dict[str, Any]:
         """The policy as /health shows it (JSON-able; the executor's own paths named by slot)."""
         return {
             "namespaces": list(self.namespaces),
             "nested_user_namespaces": self.nested_user_namespaces,
             "capabilities": list(self.capabilities),
+            "syscalls": self.syscalls.report(),
             "uid": self.uid,
             "gid": self.gid,
             "host_uid": "one per sandbox" if self.own_host_uid else "the executor's",
@@ -301,22 +545,29 @@ def _mounts() -> tuple[Mount, ...]:
     return (
         Mount(MountKind.BIND, "/usr", "/usr"),
         # /usr/local holds whatever the host installed by hand; the runtimes do not need it.
+        # Read-only: an empty writable tmpfs would be storage outside the disk quota.
         Mount(MountKind.TMPFS, "/usr/local"),
         *_merged_usr(),
         Mount(MountKind.PROC, "/proc"),
         Mount(MountKind.DEV, "/dev"),
+        Mount(MountKind.TMPFS, "/dev/shm", writable=True, size_mib=SHM_MIB),
         Mount(MountKind.DIR, "/etc"),
         *(
             Mount(MountKind.BIND, f"/etc/{name}", f"/etc/{name}", optional=True)
             for name in _HOST_ETC_FILES
         ),
-        *(Mount(MountKind.BIND, f"/etc/{name}", Slot.ETC, under=name) for name in _OWN_ETC_FILES),
+        # Files, not binds of the executor's state directory: a bind would show that directory
+        # (and the executor's pid in its name) in /proc/self/mountinfo.
+        *(Mount(MountKind.FILE, f"/etc/{name}", Slot.ETC, under=name) for name in _OWN_ETC_FILES),
         Mount(MountKind.BIND, str(SANDBOX_RUNTIME), Slot.RUNTIME),
-        Mount(MountKind.BIND, SANDBOX_RUNNERS, Slot.RUNNERS),
+        *(
+            Mount(MountKind.FILE, f"{SANDBOX_RUNNERS}/{name}", Slot.RUNNERS, under=name)
+            for name in RUNNER_FILES
+        ),
         Mount(MountKind.BIND, SANDBOX_HOME, Slot.HOME, writable=True),
         Mount(MountKind.BIND, "/tmp", Slot.TMP, writable=True),
         # Everything not mounted writable above (/, /etc, /opt, ...) becomes read-only. The
-        # remount is not recursive: the tmpfs of /usr/local and /dev stay writable.
+        # remount is not recursive: what is mounted below / keeps its own mode.
         Mount(MountKind.REMOUNT_RO, "/"),
     )
 

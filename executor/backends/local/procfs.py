@@ -1,7 +1,7 @@
-"""What /proc says of host processes: children, names, resident memory, process trees.
+"""What /proc says of host processes: children, resident memory, process trees.
 
 Each read is a snapshot of processes that may exit at any moment: a process that is gone reads as
-having no children, no name and no memory, never as an error.
+having no children and no memory, never as an error.
 """
 
 import contextlib
@@ -16,15 +16,6 @@ def children(pid: int) -> list[int]:
             with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
                 found += [int(p) for p in f.read().split()]
     return found
-
-
-def comm(pid: int) -> str:
-    """A process's command name ("" when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def rss_bytes(pid: int) -> int:
@@ -47,15 +38,3 @@ def tree(pid: int) -> list[int]:
         found.append(current)
         queue += children(current)
     return found
-
-
-def first_descendant_not_named(pid: int, name: str) -> int | None:
-    """The nearest descendant (breadth first) whose command name is not name."""
-    queue = [pid]
-    while queue:
-        current = queue.pop(0)
-        for child in children(current):
-            if comm(child) != name:
-                return child
-            queue.append(child)
-    return None

@@ -25,10 +25,31 @@ A run on the wire:
                             removed) and an env script of "export NAME=QUOTED" lines, of exactly
                             those sizes: bash reads them with `read -N` and parses no JSON
 
+Sizes. A control line is at most CONTROL_LIMIT (8 MiB) bytes, newline included; the runners
+keep a done under it by cutting what they send, as JSON text (escapes counted):
+    error.name                  ERROR_NAME_LIMIT (1 KiB)
+    error.value, .traceback     TEXT_LIMIT (256 KiB) each, cut in the middle with a note
+    value                       100,000 characters (at most 1.2 MB as JSON)
+    images                      IMAGES_LIMIT (6 MiB) of base64 in all; figures beyond it are
+                                dropped, and the runner says so on the run's stderr
+    exit_code                   an integer of 32 bits (Python's sys.exit(N) gives N modulo
+                                256, as a process's exit does)
+The sum stays under the limit (1 KiB + 2 x 256 KiB + 1.2 MB + 6 MiB); a runner that still finds
+its done too big drops the figures, then sends an error instead.
+
 The sentinel ends a run's output on each stream: its id is random, so output cannot end another
-run's. Whatever comes back is hostile (the user's code shares the runner's process and may write
-anything to fd 4, or print a sentinel of its own): a control line is bounded, and a message is
-checked here before anything else reads it.
+run's. Whatever comes back is hostile: the user's code shares the runner's process and may write
+anything to fd 4, or print a sentinel of its own. So:
+- the executor reads the control output only while a run waits for its done: between runs what
+  is written stays in the pipe (whose writer blocks once it is full), and no more than one line
+  of CONTROL_LIMIT, plus one read, is ever held (ControlChannel);
+- during a run, a line over the limit, a line that is not a JSON object, a message other than a
+  done, or this run's done with fields the protocol does not allow is a broken protocol
+  (ProtocolError): the run fails and its sandbox is killed (a session's restarted);
+- a done with another id is skipped: a late one of an earlier run, or one the code made up;
+- a done with this run's id that parses ends the run, even when the code forged it (Python can
+  find the id): what it says is then the code's own business, and the runner's real done,
+  coming later, has an id no later run has.
 """
 
 import asyncio
@@ -47,8 +68,12 @@ from schemas.languages import Language
 
 CONTROL_IN_FD = 3
 CONTROL_OUT_FD = 4
-# A done message carries the run's images; a longer line is not the runner's.
-CONTROL_LIMIT = 64 * 1024 * 1024
+# What the executor holds of one control line at most; the runners' caps keep a done below it.
+CONTROL_LIMIT = 8 * 1024 * 1024
+ERROR_NAME_LIMIT = 1024
+TEXT_LIMIT = 256 * 1024
+IMAGES_LIMIT = 6 * 1024 * 1024
+_EXIT_CODE_RANGE = range(-(2**31), 2**31)
 
 
 class ProtocolError(SandboxFailure):
@@ -78,30 +103,103 @@ def sentinel(run_id: str) -> bytes:
 def encode_run(language: Language, run_id: str, code: str, env: Mapping[str, str]) -> bytes:
     """A run as the language's runner reads it from its control input."""
     if language is Language.BASH:
-        code_bytes = code.replace("\x00", "").encode()
+        # "replace": a lone surrogate has no UTF-8 form (the JSON runners get it escaped).
+        code_bytes = code.replace("\x00", "").encode(errors="replace")
         env_bytes = "".join(
             f"export {name}={shlex.quote(value)}\n" for name, value in env.items()
-        ).encode()
+        ).encode(errors="replace")
         header = f"{run_id} {len(code_bytes)} {len(env_bytes)}\n".encode()
         return header + code_bytes + env_bytes
     message = {"op": "run", "id": run_id, "code": code, "env": dict(env)}
     return (json.dumps(message) + "\n").encode()
 
 
-def control_reader() -> asyncio.StreamReader:
-    """A reader for a runner's control output, its lines bounded by CONTROL_LIMIT."""
-    return asyncio.StreamReader(limit=CONTROL_LIMIT)
+class ControlChannel(asyncio.Protocol):
+    """The executor's end of a runner's control output: whole lines, read only when awaited.
 
+    The pipe is read only while readline() waits: between runs nothing a runner writes reaches
+    the executor. At most `limit` bytes of a line, plus one read of the pipe, are held; a
+    longer line breaks the channel for good (the sandbox is not to be trusted any more).
+    """
 
-async def read_line(reader: asyncio.StreamReader) -> bytes:
-    """One control line (b"" at EOF); ProtocolError when it is longer than CONTROL_LIMIT."""
-    try:
-        return await reader.readline()
-    except ValueError as exc:  # how readline reports a line beyond the reader's limit
-        raise ProtocolError(
-            f"a runner sent a control line above {CONTROL_LIMIT >> 20} MiB, so its sandbox "
-            "cannot be trusted; run the code again in a fresh sandbox"
-        ) from exc
+    def __init__(self, limit: int = CONTROL_LIMIT) -> None:
+        self._limit = limit
+        self._buffer = bytearray()
+        self._transport: asyncio.ReadTransport | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._overflow = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start paused: nothing is read before someone waits for a line."""
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+        transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        """Hold what came; stop reading once a line is whole, or too long."""
+        self._buffer += data
+        if len(self._buffer) > self._limit and self._buffer.find(b"\n", 0, self._limit) < 0:
+            self._overflow = True
+            self._buffer.clear()  # nothing of it is ever read: hold none of it
+        if self._overflow or b"\n" in data:
+            self._pause()
+            self._wake()
+
+    def eof_received(self) -> bool:
+        """The runner closed its control output (it exited, or every copy was closed)."""
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The pipe is closed: the whole lines held can still be read, then EOF."""
+        self._eof = True
+        self._wake()
+
+    async def readline(self) -> bytes:
+        """The next whole line, newline included (b"" at EOF); ProtocolError when too long."""
+        while True:
+            end = self._buffer.find(b"\n", 0, self._limit)
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                return line
+            if self._overflow or len(self._buffer) >= self._limit:
+                self._overflow = True
+                self._buffer.clear()
+                raise ProtocolError(
+                    f"a runner sent a control line above {self._limit >> 20} MiB, so its "
+                    "sandbox cannot be trusted; run the code again in a fresh sandbox"
+                )
+            if self._eof:
+                # A line cut short by the runner's end is no message.
+                self._buffer.clear()
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            if self._transport is not None:
+                self._transport.resume_reading()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                self._pause()
+
+    def close(self) -> None:
+        """Stop for good (the sandbox is being killed): a waiting readline() gets EOF."""
+        self._eof = True
+        self._buffer.clear()
+        if self._transport is not None:
+            self._transport.close()
+        self._wake()
+
+    def _pause(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.pause_reading()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 def _message(line: bytes) -> dict[str, Any]:
@@ -123,17 +221,27 @@ def is_ready(line: bytes) -> bool:
 
 
 def parse_done(line: bytes, run_id: str) -> Done | None:
-    """The done message of run_id in a control line, or None for any other message.
+    """The done message of run_id in a control line read during that run.
 
-    Raises ProtocolError when the line is not a JSON object, or is run_id's done with fields
-    the protocol does not allow.
+    None for the done of another run (late, or made up: not this run's business). ProtocolError
+    for anything else: a line that is not a JSON object, another message, a done without an id,
+    or run_id's done with fields the protocol does not allow.
     """
     message = _message(line)
-    if message.get("op") != "done" or message.get("id") != run_id:
+    op = message.get("op")
+    if op != "done":
+        raise ProtocolError(f"a runner sent {str(op)[:40]!r} during a run; only a done may come")
+    done_id = message.get("id")
+    if not isinstance(done_id, str):
+        raise ProtocolError("a runner sent a done without a string id")
+    if done_id != run_id:
         return None
     exit_code = message.get("exit_code", 0)
     if not isinstance(exit_code, int) or isinstance(exit_code, bool):
-        raise ProtocolError(f"a runner's done has exit_code {exit_code!r}, not an integer")
+        shown = str(exit_code)[:40]
+        raise ProtocolError(f"a runner's done has exit_code {shown!r}, not an integer")
+    if exit_code not in _EXIT_CODE_RANGE:
+        raise ProtocolError("a runner's done has an exit_code beyond 32 bits")
     value = message.get("value")
     if value is not None and not isinstance(value, str):
         raise ProtocolError(f"a runner's done has a {type(value).__name__} value, not a string")

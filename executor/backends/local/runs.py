@@ -4,8 +4,10 @@ A run sends the code on the control pipe, copies stdout and stderr into captures
 sentinel, as they are produced, and waits for the runner's done. On timeout a session
 (keep_state) has the runner interrupted and a grace period to answer, then what the run started
 is killed and the runner kept; otherwise, or when the runner does not answer, every process of
-the sandbox is killed. The end (a done message, or bubblewrap's exit status, an OOM kill, a
-timeout) then becomes the RunOutcome the executor shapes into a result.
+the sandbox is killed. A runner that breaks the protocol (protocol.py) has every process of its
+sandbox killed too. The end (a done message, bubblewrap's exit status, an OOM kill, a timeout,
+a broken protocol) then becomes the RunOutcome the executor shapes into a result: nothing the
+sandbox sends makes a run raise.
 """
 
 import asyncio
@@ -19,14 +21,13 @@ from typing import Protocol
 
 from executor.backends.base import RunOutcome, signal_error
 from executor.backends.capture import StreamCapture
-from executor.backends.local import procfs
 from executor.backends.local.protocol import (
+    ControlChannel,
     Done,
     ProtocolError,
     encode_run,
     new_run_id,
     parse_done,
-    read_line,
     sentinel,
 )
 from executor.interface import OutputCallback
@@ -34,6 +35,7 @@ from schemas.execution import ExecutionError
 from schemas.languages import Language
 
 _DRAIN_TIMEOUT_S = 2.0
+_KILLED_EXIT_CODE = 128 + signal.SIGKILL
 
 
 class OutputStream:
@@ -42,7 +44,8 @@ class OutputStream:
     def __init__(self, name: str, reader: asyncio.StreamReader) -> None:
         self.name = name
         self._reader = reader
-        # Read past the last sentinel: the start of the next run's output.
+        # Read past the last sentinel (the start of the next run's output), or not yet emitted
+        # when a pump was cancelled: kept here, so that no byte is lost between runs.
         self._carry = b""
 
     async def pump(
@@ -58,21 +61,23 @@ class OutputStream:
                 if text:
                     await on_output(self.name, text)
 
-        carry, self._carry = self._carry, b""
         keep = len(marker) - 1
         while True:
+            carry, self._carry = self._carry, b""
             index = carry.find(marker)
             if index >= 0:
-                await emit(carry[:index], final=True)
                 self._carry = carry[index + len(marker) :]
+                await emit(carry[:index], final=True)
                 return True
+            self._carry = carry
             chunk = await self._reader.read(1 << 16)
             if not chunk:
+                self._carry = b""
                 await emit(carry, final=True)
                 return False
             data = carry + chunk
             if marker in data:
-                carry = data
+                self._carry = data
                 continue
             # Hold back only a tail that could be the start of the sentinel, so output
             # reaches on_output as soon as it is read.
@@ -83,8 +88,8 @@ class OutputStream:
                     hold = start
                     break
                 start = data.find(marker[:1], start + 1)
+            self._carry = data[hold:]
             await emit(data[:hold])
-            carry = data[hold:]
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class RunnerChannel:
 
     process: asyncio.subprocess.Process
     control_in: asyncio.StreamWriter
-    control_out: asyncio.StreamReader
+    control_out: ControlChannel
     stdout: OutputStream
     stderr: OutputStream
 
@@ -110,12 +115,20 @@ class RunTarget(Protocol):
         """Host pid of the runner, when it can be found."""
         ...
 
+    def own_pids(self) -> frozenset[int]:
+        """Host pids that are the sandbox itself: bubblewrap's two processes and the runner."""
+        ...
+
     def process_ids(self) -> list[int]:
         """Host pids of every process of the sandbox, bubblewrap included."""
         ...
 
     def oom_killed(self) -> bool:
         """Whether the kernel's OOM killer acted in the sandbox (False once it is killed)."""
+        ...
+
+    def abandon(self) -> None:
+        """Kill every process of the sandbox now, without waiting (kill() tidies up later)."""
         ...
 
     async def kill(self) -> None:
@@ -131,6 +144,7 @@ class RunEnd:
     timed_out: bool
     exit_status: int | None  # bubblewrap's return code, when there was no done
     oom_killed: bool
+    broken: str | None = None  # how the runner broke the protocol (its sandbox was killed)
 
 
 def _interrupt(target: RunTarget) -> None:
@@ -143,11 +157,11 @@ def _interrupt(target: RunTarget) -> None:
 
 async def _kill_strays(target: RunTarget) -> None:
     """After an interrupted run, kill what it started (children, forks) but the runner."""
-    keep = {target.runner_pid()}
-    # bubblewrap's own processes (the outer one and the sandbox's init) hold the sandbox up.
+    # Known by pid, never by name: the code names its processes as it likes ("bwrap" too).
+    keep = target.own_pids()
     # Strays may still be forking: repeat until none is left (the pids limit bounds it).
     for _ in range(100):
-        strays = [p for p in target.process_ids() if p not in keep and procfs.comm(p) != "bwrap"]
+        strays = [pid for pid in target.process_ids() if pid not in keep]
         if not strays:
             return
         for pid in strays:
@@ -156,16 +170,22 @@ async def _kill_strays(target: RunTarget) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _read_done(control_out: asyncio.StreamReader, run_id: str) -> Done | None:
-    """This run's done message; None when the runner closes its control output first."""
+async def _exchange(channel: RunnerChannel, request: bytes, run_id: str) -> Done | None:
+    """Send the run, then wait for its done: None when the runner's control output ends first.
+
+    ProtocolError when the runner (or the code in it) breaks the protocol on the way.
+    """
+    try:
+        channel.control_in.write(request)
+        # Under the run's timeout: a runner still busy (with code that forged a done) reads late.
+        await channel.control_in.drain()
+    except ConnectionError:
+        pass  # the runner is gone; EOF follows, and the exit status says why
     while True:
-        line = await read_line(control_out)
+        line = await channel.control_out.readline()
         if not line:
             return None
-        try:
-            done = parse_done(line, run_id)
-        except ProtocolError:
-            continue  # forged or broken: it does not end this run
+        done = parse_done(line, run_id)
         if done is not None:
             return done
 
@@ -190,52 +210,56 @@ async def execute(
         asyncio.create_task(channel.stdout.pump(marker, stdout, on_output)),
         asyncio.create_task(channel.stderr.pump(marker, stderr, on_output)),
     ]
-    done_task = asyncio.create_task(_read_done(channel.control_out, run_id))
+    request = encode_run(target.language, run_id, code, env)
+    exchange = asyncio.create_task(_exchange(channel, request, run_id))
+    done: Done | None = None
     timed_out = False
-    killed = False
+    broken: str | None = None
     try:
         try:
-            channel.control_in.write(encode_run(target.language, run_id, code, env))
-            await channel.control_in.drain()
-        except (ConnectionError, BrokenPipeError):
-            pass  # the runner is gone; done_task sees EOF and the exit status says why
-        try:
-            done = await asyncio.wait_for(asyncio.shield(done_task), timeout)
-        except TimeoutError:
-            timed_out = True
-            done = None
-            if keep_state and target.language is not Language.BASH:
-                _interrupt(target)
-                with contextlib.suppress(TimeoutError):
-                    done = await asyncio.wait_for(asyncio.shield(done_task), interrupt_grace_s)
-                if done is not None:
-                    await _kill_strays(target)
-            if done is None:
-                killed = True
+            try:
+                done = await asyncio.wait_for(asyncio.shield(exchange), timeout)
+            except TimeoutError:
+                timed_out = True
+                if keep_state and target.language is not Language.BASH:
+                    _interrupt(target)
+                    with contextlib.suppress(TimeoutError):
+                        done = await asyncio.wait_for(asyncio.shield(exchange), interrupt_grace_s)
+                    if done is not None:
+                        await _kill_strays(target)
+        except ProtocolError as exc:  # in the run, or in the grace period after its timeout
+            broken = exc.message
+        if done is None:
+            exchange.cancel()
+            if timed_out or broken is not None:
                 await target.kill()
-                done_task.cancel()
-        if done is None and not killed:
-            # The runner is gone; the streams close once every process of the sandbox is.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
+            else:
+                # The runner is gone; the streams close once every process of the sandbox is.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
         _, pending = await asyncio.wait(pumps, timeout=_DRAIN_TIMEOUT_S)
         for task in pending:
             task.cancel()
+        if done is not None:
+            return RunEnd(done=done, timed_out=timed_out, exit_status=None, oom_killed=False)
+        exit_status = channel.process.returncode
+        if exit_status is None:
+            with contextlib.suppress(TimeoutError):
+                exit_status = await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
     except BaseException:
-        done_task.cancel()
+        exchange.cancel()
         for pump in pumps:
             pump.cancel()
-        # A run cancelled half-way leaves the runner in an unknown state.
-        await target.kill()
+        # A run cancelled half-way leaves the runner in an unknown state. Killed at once, with
+        # no await: a cancellation delivered again must not leave it half done.
+        target.abandon()
         raise
-    if done is not None:
-        return RunEnd(done=done, timed_out=timed_out, exit_status=None, oom_killed=False)
-    exit_status = channel.process.returncode
-    if exit_status is None:
-        with contextlib.suppress(TimeoutError):
-            exit_status = await asyncio.wait_for(channel.process.wait(), _DRAIN_TIMEOUT_S)
     return RunEnd(
-        done=None, timed_out=timed_out, exit_status=exit_status, oom_killed=target.oom_killed()
+        done=None,
+        timed_out=timed_out,
+        exit_status=exit_status,
+        oom_killed=target.oom_killed(),
+        broken=broken,
     )
 
 
@@ -250,6 +274,15 @@ def interpret(
 ) -> RunOutcome:
     """What a run's end means for the caller: exit code, error, value, images."""
     outcome = RunOutcome(stdout=stdout, stderr=stderr, exit_code=0, timed_out=end.timed_out)
+    if end.broken is not None:
+        consequence = "the session's runner was restarted" if keep_state else "run it again"
+        outcome.exit_code = _KILLED_EXIT_CODE
+        outcome.error = ExecutionError(
+            name="SandboxError",
+            value=f"the runner's protocol was broken, so every process of the sandbox was "
+            f"killed ({end.broken}); {consequence}",
+        )
+        return outcome
     if end.done is not None:
         outcome.exit_code = end.done.exit_code
         outcome.error = end.done.error

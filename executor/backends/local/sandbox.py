@@ -1,33 +1,37 @@
 """One bubblewrap sandbox: its life cycle (start, kill, restart, close), its processes, its files.
 
 The runner is started ahead of time and waits on its control pipe (protocol.py), so a run costs
-one message and the code's own time; runs.py drives a run and says what its end means.
+one message and the code's own time; runs.py drives a run and says what its end means. A closed
+sandbox never starts again: a run it interrupts ends as killed, and restart() refuses.
 """
 
 import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local import procfs
-from executor.backends.local.bwrap import bwrap_command
-from executor.backends.local.launcher import launch_prefix
+from executor.backends.local.bwrap import DataFds, bwrap_command, with_args_fd
+from executor.backends.local.launcher import above_launcher_fds, launch_prefix
 from executor.backends.local.limits import CgroupHandle, CgroupLimiter
 from executor.backends.local.policy import SandboxPaths, SandboxPolicy
-from executor.backends.local.protocol import ProtocolError, control_reader, is_ready, read_line
+from executor.backends.local.protocol import ControlChannel, ProtocolError, is_ready
 from executor.backends.local.runs import OutputStream, RunnerChannel, execute, interpret
 from executor.backends.local.workspace import Workspace
 from executor.errors import SandboxFailure
-from executor.interface import OutputCallback
+from executor.interface import Download, OutputCallback
+from schemas.execution import ExecutionError
 from schemas.files import FileInfo
 from schemas.languages import Language
 
 _START_TIMEOUT_S = 30.0
+_DOWNLOAD_CHUNK = 1 << 20
+_KILLED_EXIT_CODE = 128 + signal.SIGKILL
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,25 @@ class SandboxContext:
 
     policy: SandboxPolicy
     runtime_dir: Path
-    etc_dir: Path
+    files: Mapping[str, bytes]  # the content of the policy's FILE entries
+    seccomp: bytes  # the policy's syscall filter, compiled
     cgroups: CgroupLimiter
     max_output_bytes: int
     interrupt_grace_s: float
     release: Callable[["LocalSandbox"], None]  # called once, when the sandbox is closed
+
+
+def _own_processes(bwrap_pid: int) -> tuple[frozenset[int], int | None]:
+    """Bubblewrap's processes and the runner's, as a ready sandbox has them; and the runner's.
+
+    Bubblewrap (bwrap_pid) has one child, the sandbox's pid 1 (bubblewrap too), whose one child
+    is the runner: read once, before any code runs, so that no process the code makes is taken
+    for one of them (the code may give its processes any name).
+    """
+    inits = procfs.children(bwrap_pid)
+    runners = [pid for init in inits for pid in procfs.children(init)]
+    runner = runners[0] if len(inits) == 1 and len(runners) == 1 else None
+    return frozenset({bwrap_pid, *inits, *runners[:1]}), runner
 
 
 class LocalSandbox:
@@ -61,7 +79,9 @@ class LocalSandbox:
         self._cgroup: CgroupHandle | None = None
         self._channel: RunnerChannel | None = None
         self._runner_pid: int | None = None
+        self._own_pids: frozenset[int] = frozenset()
         self._closed = False
+        self._killed = True  # until a runner says it is ready
         self._generation = 0
 
     @property
@@ -76,8 +96,13 @@ class LocalSandbox:
 
     @property
     def alive(self) -> bool:
-        """Whether the runner process is still there."""
-        return not self._closed and self._proc is not None and self._proc.returncode is None
+        """Whether the runner can take another run (False once killed, until restarted)."""
+        return (
+            not self._closed
+            and not self._killed
+            and self._proc is not None
+            and self._proc.returncode is None
+        )
 
     @property
     def pid(self) -> int | None:
@@ -86,22 +111,44 @@ class LocalSandbox:
 
     # --- life cycle ---
 
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise SandboxFailure(
+                f"sandbox {self._id} is closed and never starts again; create a new one"
+            )
+
+    async def _stop_if_closed(self) -> None:
+        """After each wait of start(): a close() meanwhile means nothing may be left running."""
+        if self._closed:
+            await self.kill()
+            self._refuse_if_closed()
+
     async def start(self) -> None:
         """Start bubblewrap and wait until the runner says it is ready."""
+        self._refuse_if_closed()
         loop = asyncio.get_running_loop()
         context = self._context
         self._cgroup = await asyncio.to_thread(
             context.cgroups.create, f"{self._id}-{self._generation}"
         )
+        await self._stop_if_closed()
         paths = SandboxPaths(
-            home=self.workspace.home,
-            tmp=self.workspace.tmp,
-            runtime=context.runtime_dir,
-            etc=context.etc_dir,
+            home=self.workspace.home, tmp=self.workspace.tmp, runtime=context.runtime_dir
         )
+        data = DataFds()
         in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
+        out_r, pipe_w = os.pipe()
+        out_w = -1
         try:
+            out_w = above_launcher_fds(pipe_w)
+            bwrap = bwrap_command(
+                context.policy,
+                self._language,
+                paths,
+                files=context.files,
+                seccomp=context.seccomp,
+                data_fd=data,
+            )
             self._proc = proc = await asyncio.create_subprocess_exec(
                 *launch_prefix(
                     context.policy,
@@ -111,12 +158,12 @@ class LocalSandbox:
                     control_out=out_w,
                     cgroup_procs=self._cgroup.procs_files if self._cgroup else [],
                 ),
-                *bwrap_command(context.policy, self._language, paths),
+                *with_args_fd(bwrap, data),
                 stdin=in_r,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin"},
-                pass_fds=(out_w,),
+                pass_fds=(out_w, *data.fds),
                 start_new_session=True,
             )
         except BaseException:
@@ -125,12 +172,12 @@ class LocalSandbox:
             raise
         finally:
             os.close(in_r)
-            os.close(out_w)
+            if out_w >= 0:
+                os.close(out_w)
+            data.close()
         assert proc.stdout is not None and proc.stderr is not None
-        control_out = control_reader()
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(control_out), os.fdopen(out_r, "rb", buffering=0)
-        )
+        control_out = ControlChannel()
+        await loop.connect_read_pipe(lambda: control_out, os.fdopen(out_r, "rb", buffering=0))
         transport, flow = await loop.connect_write_pipe(
             asyncio.streams.FlowControlMixin, os.fdopen(in_w, "wb", buffering=0)
         )
@@ -141,10 +188,12 @@ class LocalSandbox:
             stdout=OutputStream("stdout", proc.stdout),
             stderr=OutputStream("stderr", proc.stderr),
         )
+        await self._stop_if_closed()
         try:
-            line = await asyncio.wait_for(read_line(control_out), _START_TIMEOUT_S)
+            line = await asyncio.wait_for(control_out.readline(), _START_TIMEOUT_S)
         except (TimeoutError, ProtocolError):
             line = b""
+        await self._stop_if_closed()
         if not is_ready(line):
             stderr = b""
             await self.kill()
@@ -154,23 +203,35 @@ class LocalSandbox:
                 f"{self._language.value} sandbox failed to start: "
                 f"{stderr.decode(errors='replace').strip() or 'no ready signal from the runner'}"
             )
+        self._own_pids, self._runner_pid = _own_processes(proc.pid)
+        self._killed = False
 
-    async def kill(self) -> None:
-        """Kill every process of the sandbox, reap bubblewrap and remove the cgroup."""
+    def abandon(self) -> None:
+        """Kill every process of the sandbox now, without waiting (kill() tidies up later).
+
+        What a cancelled run does last: nothing here awaits, so nothing can interrupt it.
+        """
+        self._killed = True
         proc = self._proc
-        if proc is None:
-            return
-        cgroups = self._context.cgroups
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         if self._cgroup is not None:
-            cgroups.kill_all(self._cgroup)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), 5)
+            self._context.cgroups.kill_all(self._cgroup)
         if self._channel is not None:
             self._channel.control_in.close()
+            self._channel.control_out.close()
             self._channel = None
+        self._runner_pid = None
+        self._own_pids = frozenset()
+
+    async def kill(self) -> None:
+        """Kill every process of the sandbox, reap bubblewrap and remove the cgroup."""
+        self.abandon()
+        cgroups = self._context.cgroups
+        if self._proc is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proc.wait(), 5)
         if self._cgroup is not None:
             cgroup, self._cgroup = self._cgroup, None
             for _ in range(50):
@@ -178,16 +239,19 @@ class LocalSandbox:
                     break
                 cgroups.kill_all(cgroup)
                 await asyncio.sleep(0.02)
-        self._runner_pid = None
 
     async def restart(self) -> None:
-        """Kill the processes and start a fresh runner on the same workspace (files kept)."""
+        """Kill the processes and start a fresh runner on the same workspace (files kept).
+
+        SandboxFailure once the sandbox is closed: it never starts again.
+        """
+        self._refuse_if_closed()
         await self.kill()
         self._generation += 1
         await self.start()
 
     async def close(self) -> None:
-        """Kill every process, remove the cgroup and the workspace."""
+        """Kill every process, remove the cgroup and the workspace; for good."""
         if self._closed:
             return
         self._closed = True
@@ -211,8 +275,9 @@ class LocalSandbox:
         stderr: StreamCapture | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
+        self._refuse_if_closed()
         if not self.alive or self._channel is None:
-            raise SandboxFailure(f"sandbox {self._id} is not running")
+            raise SandboxFailure(f"sandbox {self._id} is not running; restart it first")
         context = self._context
         stdout = stdout or StreamCapture(context.max_output_bytes)
         stderr = stderr or StreamCapture(context.max_output_bytes)
@@ -236,19 +301,28 @@ class LocalSandbox:
             keep_state=keep_state,
             memory_limit_mib=context.policy.limits.memory_mib,
         )
+        if self._closed and end.done is None:
+            return _closed_during(outcome, keep_state)
         if keep_state and (end.done is None or not self.alive):
             # A session must get a runner that answers: a fresh one, on the same files.
             outcome.state_lost = True
-            await self.restart()
+            try:
+                await self.restart()
+            except SandboxFailure:
+                if self._closed:
+                    return _closed_during(outcome, keep_state)
+                raise
         return outcome
 
     # --- processes ---
 
     def runner_pid(self) -> int | None:
-        """Host pid of the runner: the first process below bubblewrap's own."""
-        if self._runner_pid is None and self._proc is not None:
-            self._runner_pid = procfs.first_descendant_not_named(self._proc.pid, "bwrap")
+        """Host pid of the runner (found when it said it was ready)."""
         return self._runner_pid
+
+    def own_pids(self) -> frozenset[int]:
+        """Host pids that are the sandbox itself: bubblewrap's two processes and the runner."""
+        return self._own_pids
 
     def process_ids(self) -> list[int]:
         """Host pids of every process of the sandbox, bubblewrap included."""
@@ -277,6 +351,34 @@ class LocalSandbox:
         """Read a file of /home/user."""
         return await asyncio.to_thread(self.workspace.read_file, path, max_bytes)
 
+    async def open_file(self, path: str, max_bytes: int) -> Download:
+        """A file of /home/user, read in chunks (off the event loop) as the download is sent."""
+        file, size = await asyncio.to_thread(self.workspace.open_regular, path, max_bytes)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with file:
+                left = size  # what was checked: code may grow the file meanwhile
+                while left > 0:
+                    chunk = await asyncio.to_thread(file.read, min(_DOWNLOAD_CHUNK, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    yield chunk
+
+        return Download(size, chunks())
+
     async def list_files(self, path: str) -> list[FileInfo]:
         """List /home/user (or a directory in it), recursively."""
         return await asyncio.to_thread(self.workspace.list_files, path)
+
+
+def _closed_during(outcome: RunOutcome, keep_state: bool) -> RunOutcome:
+    """The outcome of a run whose sandbox was closed under it: killed, whatever it was doing."""
+    outcome.exit_code = _KILLED_EXIT_CODE
+    outcome.state_lost = keep_state
+    outcome.error = ExecutionError(
+        name="SandboxError",
+        value="the sandbox was closed during the run (its session ended, or the executor is "
+        "shutting down), so every process of the run was killed; run it again in a new one",
+    )
+    return outcome

@@ -14,9 +14,10 @@ import shutil
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from executor.errors import FileNotFound, InvalidRequest, PayloadTooLarge
-from schemas.execution import check_workspace_path
+from schemas.execution import MAX_PATH_DEPTH, check_workspace_path
 from schemas.files import FileInfo
 
 _MS_NOSUID = 2
@@ -149,8 +150,11 @@ class Workspace:
         finally:
             os.close(dfd)
 
-    def read_file(self, path: str, max_bytes: int) -> bytes:
-        """Read a regular file of the workspace, at most max_bytes."""
+    def open_regular(self, path: str, max_bytes: int) -> tuple[BinaryIO, int]:
+        """A regular file of the workspace, opened for reading, and its size (at most max_bytes).
+
+        The file object owns the descriptor, so one that is never read is still closed.
+        """
         parts = check_workspace_path(path).split("/")
         try:
             dfd = self._open_dir(parts[:-1], create=False)
@@ -169,62 +173,72 @@ class Workspace:
                     raise PayloadTooLarge(
                         f"{path!r} is {st.st_size} bytes, above the download limit of {max_bytes}"
                     )
-                chunks = []
-                remaining = max_bytes + 1
-                while remaining > 0:
-                    chunk = os.read(fd, min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    remaining -= len(chunk)
-                data = b"".join(chunks)
-                if len(data) > max_bytes:
-                    raise PayloadTooLarge(f"{path!r} is above the download limit of {max_bytes}")
-                return data
-            finally:
+            except BaseException:
                 os.close(fd)
+                raise
+            return os.fdopen(fd, "rb", buffering=0), st.st_size
         finally:
             os.close(dfd)
 
+    def read_file(self, path: str, max_bytes: int) -> bytes:
+        """Read a regular file of the workspace, at most max_bytes."""
+        file, _ = self.open_regular(path, max_bytes)
+        with file:
+            data = file.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise PayloadTooLarge(f"{path!r} is above the download limit of {max_bytes}")
+        return data
+
     def list_files(self, path: str = "") -> list[FileInfo]:
-        """Every file and directory under path (relative to /home/user), depth first."""
+        """Every file and directory under path (relative to /home/user), depth first.
+
+        At most _MAX_LISTED entries, and nothing deeper than a path the API can name
+        (MAX_PATH_DEPTH): a tree thousands of levels deep is listed to that depth, without
+        recursion, holding one descriptor per level.
+        """
         parts = check_workspace_path(path).split("/") if path not in ("", ".", "/home/user") else []
         try:
             dfd = self._open_dir(parts, create=False)
         except OSError as exc:
             raise FileNotFound(f"no directory {path!r} in the workspace") from exc
         found: list[FileInfo] = []
-        prefix = "/".join(parts)
-        self._walk(dfd, prefix, found)
+        self._walk(dfd, "/".join(parts), len(parts), found)
         found.sort(key=lambda f: f.path)
         return found
 
-    def _walk(self, dfd: int, prefix: str, found: list[FileInfo]) -> None:
+    def _walk(self, top: int, prefix: str, depth: int, found: list[FileInfo]) -> None:
+        # A stack of open directories being scanned: (fd, its path, its depth, its entries).
+        stack = [(top, prefix, depth, os.scandir(top))]
         try:
-            with os.scandir(dfd) as entries:
-                for entry in entries:
-                    if len(found) >= _MAX_LISTED:
-                        return
-                    rel = f"{prefix}/{entry.name}" if prefix else entry.name
-                    st = entry.stat(follow_symlinks=False)
-                    is_dir = stat.S_ISDIR(st.st_mode)
-                    found.append(
-                        FileInfo(
-                            path=rel,
-                            size=0 if is_dir else st.st_size,
-                            is_dir=is_dir,
-                            modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
-                        )
+            while stack:
+                dfd, here, level, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None or len(found) >= _MAX_LISTED:
+                    entries.close()
+                    os.close(dfd)
+                    stack.pop()
+                    continue
+                rel = f"{here}/{entry.name}" if here else entry.name
+                st = entry.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                found.append(
+                    FileInfo(
+                        path=rel,
+                        size=0 if is_dir else st.st_size,
+                        is_dir=is_dir,
+                        modified_at=datetime.fromtimestamp(st.st_mtime, UTC),
                     )
-                    if is_dir:
-                        try:
-                            child = os.open(
-                                entry.name,
-                                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                                dir_fd=dfd,
-                            )
-                        except OSError:
-                            continue
-                        self._walk(child, rel, found)
+                )
+                if not is_dir or level + 1 >= MAX_PATH_DEPTH:
+                    continue
+                try:
+                    child = os.open(
+                        entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dfd
+                    )
+                except OSError:
+                    continue
+                stack.append((child, rel, level + 1, os.scandir(child)))
         finally:
-            os.close(dfd)
+            for dfd, _, _, entries in stack:
+                entries.close()
+                os.close(dfd)

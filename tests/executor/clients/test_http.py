@@ -34,7 +34,7 @@ async def test_session_lifecycle_through_the_http_client(make_served: MakeServed
         uploaded = await client.upload_file(sid, "alice", "data/in.csv", b"a,b\n1,2\n")
         assert (uploaded.path, uploaded.size) == ("data/in.csv", 8)
         assert [f.path for f in await client.list_files(sid, "alice")] == ["data/in.csv"]
-        assert await client.download_file(sid, "alice", "data/in.csv") == b"a,b\n1,2\n"
+        assert await (await client.download_file(sid, "alice", "data/in.csv")).read() == b"a,b\n1,2\n"
         assert [s.session_id for s in await client.list_sessions("alice")] == [sid]
         for call in (
             client.get_session(sid, "mallory"),

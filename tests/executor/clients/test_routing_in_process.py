@@ -104,7 +104,7 @@ async def test_sessions_outputs_and_files_are_found_on_their_executor(
         listed = {s.session_id for s in await router.list_sessions("carol")}
         assert listed == {first.session_id, second.session_id}
         await router.upload_file(first.session_id, "carol", "in.txt", b"hello")
-        assert await router.download_file(first.session_id, "carol", "in.txt") == b"hello"
+        assert await (await router.download_file(first.session_id, "carol", "in.txt")).read() == b"hello"
         assert [f.path for f in await router.list_files(first.session_id, "carol")] == ["in.txt"]
         cut = await router.execute(
             ExecuteRequest(code="for i in range(5000):\n    print(i)", max_output_tokens=150),

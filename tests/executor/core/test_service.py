@@ -207,3 +207,25 @@ async def test_markers_count_what_the_byte_capture_dropped_too(make_executor) ->
     )
     assert page.text == f"line {offset}\n"
     assert page.total_lines == total
+
+
+async def test_closing_a_session_during_runs_never_breaks_anything(make_executor) -> None:
+    from executor.errors import SessionNotFound
+
+    executor = await make_executor(pool_sizes={"python": 2})
+    for _ in range(8):
+        sid = (await executor.open_session(Language.PYTHON, "u")).session_id
+        running = asyncio.create_task(
+            executor.execute(
+                ExecuteRequest(code="import time\nprint('go', flush=True)\ntime.sleep(5)", session_id=sid),
+                "u",
+            )
+        )
+        await asyncio.sleep(0.3)
+        await executor.close_session(sid, "u")
+        try:
+            result = await running
+        except SessionNotFound:
+            continue
+        assert result.error is not None and result.exit_code == 137, result
+    assert executor.backend.health().live_sandboxes <= 2 + 1  # the pool, and one refilling

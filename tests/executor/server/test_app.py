@@ -129,7 +129,7 @@ async def test_session_lifecycle_through_the_http_client(
         assert result.value == "2"
         listed = [f.path for f in await client.list_files(sid, "alice")]
         assert "data/in.csv" in listed
-        assert await client.download_file(sid, "alice", "data/in.csv") == b"a,b\n1,2\n"
+        assert await (await client.download_file(sid, "alice", "data/in.csv")).read() == b"a,b\n1,2\n"
         assert [s.session_id for s in await client.list_sessions("alice")] == [sid]
         # Another user sees nothing of it, and cannot close it.
         with pytest.raises(SessionNotFound):

@@ -3,8 +3,11 @@
 #
 # It speaks the runner protocol described in executor/backends/local/protocol.py, in its bash
 # form: a run is a header line, then the code and an env script. Its done has the exit status,
-# never an error, value or images. The user's code runs without fds 3, 4, 7, 8, so it can
-# neither read the control stream nor redirect the streams the sentinels go to.
+# never an error, value or images. The user's code runs without fds 3, 4, 7, 8, so it cannot
+# reach the control stream or the streams the sentinels go to by their numbers. bash keeps
+# copies of them (fds 10 and up) while the eval runs, though, and the run's id is in a
+# variable: code can still write a done of its own there. The executor takes that as the code's
+# own business (see protocol.py): it ends the run, and the real done that follows is skipped.
 
 exec 7>&1 8>&2 </dev/null
 printf '{"op":"ready"}\n' >&4

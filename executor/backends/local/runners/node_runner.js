@@ -5,8 +5,9 @@
  *
  * Started as `node /path/node_runner.js` (no flags needed) with cwd /home/user. It speaks the
  * runner protocol described in executor/backends/local/protocol.py (its file descriptors,
- * messages, sentinels, SIGINT and EOF). Here a done's exit_code is 0 or 1, its value is
- * util.inspect of the cell's completion value, and it has no images.
+ * messages, sentinels, SIGINT, EOF and sizes). Here a done's exit_code is 0 or 1, its value is
+ * util.inspect of the cell's completion value, and it has no images. Every run gets a done
+ * within the protocol's limits, whatever the cell throws or does to fds 1 and 2.
  *
  * How code is evaluated, and why:
  * - Each run is evaluated through an in-process inspector session with
@@ -59,6 +60,10 @@ const {
 
 const CTRL_IN = 3; // protocol.CONTROL_IN_FD (this file runs in the sandbox and cannot import it)
 const CTRL_OUT = 4; // protocol.CONTROL_OUT_FD
+// protocol.CONTROL_LIMIT, ERROR_NAME_LIMIT and TEXT_LIMIT: bytes of JSON text.
+const CONTROL_LIMIT = 8 * 1024 * 1024;
+const ERROR_NAME_LIMIT = 1024;
+const TEXT_LIMIT = 256 * 1024;
 const MAX_VALUE_CHARS = 100000;
 const SIGINT_POLL_MS = 25;
 const CELL_GROUP = 'node_runner_cell'; // inspector object group, released after each run
@@ -92,6 +97,41 @@ function send(message) {
     if (err.code === 'EPIPE') process.exit(0); // the host is gone
     throw err;
   }
+}
+
+function jsonSize(text) {
+  return Buffer.byteLength(JSON.stringify(text), 'utf8');
+}
+
+/** The longest start (or end) of text whose JSON form takes at most budget bytes. */
+function fit(text, budget, fromEnd) {
+  let count = Math.min(text.length, budget);
+  for (;;) {
+    const piece = fromEnd ? text.slice(text.length - count) : text.slice(0, count);
+    const size = jsonSize(piece);
+    if (size <= budget || count === 0) return piece;
+    count = Math.max(0, Math.min(count - 1, Math.floor((count * budget) / size)));
+  }
+}
+
+/** text, cut in the middle with a note when its JSON form is over limit bytes. */
+function clip(text, limit) {
+  // 6: the widest JSON form of one UTF-16 unit (\u0001, or a lone surrogate).
+  if (text.length <= Math.floor(limit / 6) || jsonSize(text) <= limit) return text;
+  const budget = Math.floor((limit - 200) / 2); // 200: room for the note
+  const head = fit(text, budget, false);
+  const tail = fit(text, budget, true);
+  const cut = text.length - head.length - tail.length;
+  return `${head}\n[... ${cut} of ${text.length} characters cut here ...]\n${tail}`;
+}
+
+/** An error object of the protocol, each field a string within its limit. */
+function errorValue(error) {
+  return {
+    name: clip(safeString(error.name), ERROR_NAME_LIMIT),
+    value: clip(safeString(error.value), TEXT_LIMIT),
+    traceback: clip(safeString(error.traceback), TEXT_LIMIT),
+  };
 }
 
 // Node leaves stdout/stderr pipes non-blocking on Linux, so console.log may queue data in the
@@ -405,16 +445,29 @@ async function handleRun(message) {
   await new Promise((resolve) => setImmediate(resolve));
   await flushStdio();
   const sentinel = `\x1eCE-END:${id}\x1f\n`;
-  writeAllSync(1, sentinel);
-  writeAllSync(2, sentinel);
-  send({
+  for (const fd of [1, 2]) {
+    try {
+      writeAllSync(fd, sentinel);
+    } catch { /* the cell closed it: the host stops waiting for it, and the done still goes */ }
+  }
+  let done = JSON.stringify({
     op: 'done',
     id,
     exit_code: outcome.error ? 1 : 0,
-    error: outcome.error || null,
+    error: outcome.error ? errorValue(outcome.error) : null,
     value: outcome.error ? null : (outcome.value ?? null),
     images: [],
   });
+  if (Buffer.byteLength(done, 'utf8') >= CONTROL_LIMIT) { // cannot be, with the caps: a last guard
+    const error = errorValue({ name: 'RunnerError', value: 'the result of the run was too big to send' });
+    done = JSON.stringify({ op: 'done', id, exit_code: 1, error, value: null, images: [] });
+  }
+  try {
+    writeAllSync(CTRL_OUT, done + '\n');
+  } catch (err) {
+    if (err.code === 'EPIPE') process.exit(0); // the host is gone
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ async def test_files_go_through_the_filesystem_api(executor: Executor) -> None:
     await executor.upload_file(info.session_id, "u", "data/in.txt", b"payload")
     listed = [f.path for f in await executor.list_files(info.session_id, "u")]
     assert "data/in.txt" in listed
-    assert await executor.download_file(info.session_id, "u", "data/in.txt") == b"payload"
+    assert await (await executor.download_file(info.session_id, "u", "data/in.txt")).read() == b"payload"
 
 
 async def test_a_timeout_restarts_the_context_and_says_state_was_lost(executor: Executor) -> None:

@@ -48,6 +48,15 @@ def wait_gone(pids: list[int], timeout: float = 3.0) -> list[int]:
     return alive
 
 
+def vm_rss() -> int:
+    """Resident memory of this (the executor's, in tests) process."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
 def host_uid(pid: int) -> int | None:
     """Real uid of a host process, None when gone."""
     try:

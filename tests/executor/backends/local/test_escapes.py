@@ -1,8 +1,8 @@
 """The escape battery: each of these must fail from inside a sandbox.
 
-Network, host files, secrets and the runtime mounts are in test_isolation.py; here: ptrace,
-setuid binaries, mounting, /proc and /sys, kernel interfaces, and daemons that try to outlive
-their session.
+Network, host files, secrets and the runtime mounts are in test_isolation.py, syscalls in
+test_seccomp.py; here: ptrace, setuid binaries, mounting, /proc and /sys, kernel interfaces, and
+daemons that try to outlive their session.
 """
 
 import json
@@ -21,8 +21,8 @@ async def _probe(sandbox: LocalSandbox, code: str) -> dict[str, str]:
 
 
 async def test_ptrace_cannot_reach_any_process_outside_the_sandbox(py: LocalSandbox) -> None:
-    """Only the sandbox's own processes are visible, so only they can be traced (same uid,
-    no capabilities: nothing gained); every other pid does not exist from inside."""
+    """Only the sandbox's own processes are visible, and the seccomp filter refuses ptrace
+    anyway (test_seccomp.py); every other pid does not exist from inside."""
     code = """
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)

@@ -1,20 +1,33 @@
-"""The isolation promises of the local backend; each test tries to break one."""
+"""The isolation promises of the local backend; each test tries to break one.
+
+The network tests reach no address outside this machine: they make a test host of their own,
+in a network namespace joined to this one by a veth pair, and show that the sandbox cannot
+reach what this machine can.
+"""
 
 import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from executor.backends.local.backend import LocalBackend
-from executor.backends.local.policy import SANDBOX_RUNTIME
+from executor.backends.local.policy import SANDBOX_RUNTIME, SHM_MIB
 from executor.backends.local.sandbox import LocalSandbox
 from schemas.languages import Language
+from tests.processes import new_state_dir
 
 from ._helpers import host_uid, ok, read_bytes, run
 
 REPO = Path(__file__).resolve().parents[4]
+IP = "/usr/sbin/ip"
 
 pytestmark = pytest.mark.anyio
 
@@ -28,27 +41,115 @@ async def probe(sandbox: LocalSandbox, code: str) -> dict:  # type: ignore[type-
 # --- network ---
 
 
-async def test_no_route_to_internet(py: LocalSandbox) -> None:
-    code = """
-import json, socket
-results = {}
-for host, port in [('1.1.1.1', 53), ('8.8.8.8', 443)]:
+@dataclass(frozen=True)
+class NetnsHost:
+    """A TCP listener in a network namespace of the test's own, reached over a veth pair."""
+
+    address: str
+    port: int
+    greeting: bytes
+
+
+# Accepts connections for at most a minute or 20 of them, greets each, then exits by itself.
+LISTENER = """
+import socket, sys, time
+server = socket.create_server((sys.argv[1], int(sys.argv[2])))
+server.settimeout(1)
+deadline = time.monotonic() + 60
+served = 0
+while time.monotonic() < deadline and served < 20:
     try:
-        socket.create_connection((host, port), timeout=2).close()
-        results[host] = 'connected'
-    except OSError as exc:
-        results[host] = exc.__class__.__name__ + ':' + str(exc.errno)
+        conn, _ = server.accept()
+    except TimeoutError:
+        continue
+    conn.sendall(sys.argv[3].encode())
+    conn.close()
+    served += 1
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run([IP, *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def test_host() -> Iterator[NetnsHost]:
+    """A test host of our own: a network namespace, a veth pair to it, a listener in it."""
+    if os.geteuid() != 0 or not Path(IP).exists():
+        pytest.skip("a test host needs root and iproute2 (ip netns, veth)")
+    tag = f"{os.getpid() % 100_000}"
+    namespace, outer, inner = f"ce-test-{tag}", f"ceh{tag}", f"cen{tag}"
+    # 198.18.0.0/15 is set aside for network tests (RFC 2544): a /30 of it, on our link only.
+    subnet = f"198.18.{os.getpid() % 250}"
+    host = NetnsHost(address=f"{subnet}.2", port=8765, greeting=b"test host here\n")
+    listener: subprocess.Popen[bytes] | None = None
+    subprocess.run([IP, "netns", "del", namespace], capture_output=True, check=False)  # a stale one
+    _ip("netns", "add", namespace)
+    try:
+        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
+        _ip("link", "set", inner, "netns", namespace)
+        _ip("addr", "add", f"{subnet}.1/30", "dev", outer)
+        _ip("link", "set", outer, "up")
+        for args in (
+            ("addr", "add", f"{host.address}/30", "dev", inner),
+            ("link", "set", inner, "up"),
+            ("link", "set", "lo", "up"),
+        ):
+            _ip("netns", "exec", namespace, IP, *args)
+        listener = subprocess.Popen(
+            [IP, "netns", "exec", namespace, sys.executable, "-c", LISTENER]
+            + [host.address, str(host.port), host.greeting.decode()]
+        )
+        deadline = time.monotonic() + 10
+        while True:  # until it listens
+            try:
+                socket.create_connection((host.address, host.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield host
+    finally:
+        if listener is not None:
+            listener.kill()
+            listener.wait()
+        subprocess.run([IP, "link", "del", outer], capture_output=True, check=False)
+        subprocess.run([IP, "netns", "del", namespace], capture_output=True, check=False)
+
+
+async def test_a_host_this_machine_reaches_is_unreachable_from_the_sandbox(
+    py: LocalSandbox, test_host: NetnsHost
+) -> None:
+    # From this machine, the test host answers.
+    with socket.create_connection((test_host.address, test_host.port), timeout=2) as conn:
+        assert conn.recv(100) == test_host.greeting
+    code = f"""
+import errno, json, socket
+results = {{}}
 try:
-    socket.getaddrinfo('example.com', 80)
-    results['dns'] = 'resolved'
+    with socket.create_connection(({test_host.address!r}, {test_host.port}), timeout=2) as conn:
+        results['connect'] = conn.recv(100).decode()
 except OSError as exc:
-    results['dns'] = 'failed'
+    results['connect'] = errno.errorcode.get(exc.errno, repr(exc))
+try:
+    socket.getaddrinfo('code-exec-test-host.test', {test_host.port})
+    results['resolve'] = 'resolved'
+except OSError as exc:
+    results['resolve'] = type(exc).__name__
+results['interfaces'] = [name for _, name in socket.if_nameindex()]
+with open('/proc/net/route') as f:
+    results['routes'] = f.read().splitlines()[1:]
+with open('/proc/net/dev') as f:
+    results['dev'] = [line.split(':')[0].strip() for line in f.read().splitlines()[2:]]
 print(json.dumps(results))
 """
     results = await probe(py, code)
-    assert results["1.1.1.1"] != "connected"
-    assert results["8.8.8.8"] != "connected"
-    assert results["dns"] == "failed"
+    assert results["connect"] == "ENETUNREACH"
+    assert results["resolve"] == "gaierror"
+    assert results["interfaces"] == ["lo"]
+    assert results["routes"] == []
+    assert results["dev"] == ["lo"]
 
 
 async def test_host_loopback_unreachable(py: LocalSandbox) -> None:
@@ -191,6 +292,18 @@ print(json.dumps({{'result': result}}))
 
 # --- files ---
 
+# Sandbox code: try_write(path) is "written", or the name of the errno that refused it.
+TRY_WRITE = """
+import errno, json
+def try_write(path, mode='wb'):
+    try:
+        with open(path, mode) as f:
+            f.write(b'x')
+        return 'written'
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+"""
+
 
 async def test_host_files_invisible(backend: LocalBackend, make_sandbox) -> None:  # type: ignore[no-untyped-def]
     other = await make_sandbox(Language.PYTHON)
@@ -242,18 +355,7 @@ async def test_runtime_and_system_read_only(backend: LocalBackend, py: LocalSand
         "/etc/passwd",
         "/etc/ld.so.cache",
     ]
-    code = f"""
-import errno, json
-result = {{}}
-for path in {targets!r}:
-    try:
-        with open(path, 'ab') as f:
-            f.write(b'x')
-        result[path] = 'written'
-    except OSError as exc:
-        result[path] = errno.errorcode.get(exc.errno, str(exc.errno))
-print(json.dumps(result))
-"""
+    code = TRY_WRITE + f"print(json.dumps({{path: try_write(path, 'ab') for path in {targets!r}}}))"
     results = await probe(py, code)
     for path, seen in results.items():
         assert seen in ("EROFS", "EACCES", "EPERM"), (path, seen)
@@ -261,21 +363,104 @@ print(json.dumps(result))
 
 
 async def test_root_outside_workspace_not_writable(py: LocalSandbox) -> None:
-    code = """
-import errno, json
-result = {}
-for path in ['/x', '/etc/x', '/opt/x', '/home/x']:
-    try:
-        with open(path, 'wb') as f:
-            f.write(b'x')
-        result[path] = 'written'
-    except OSError as exc:
-        result[path] = errno.errorcode.get(exc.errno, str(exc.errno))
-print(json.dumps(result))
-"""
+    paths = ["/x", "/etc/x", "/opt/x", "/home/x"]
+    code = TRY_WRITE + f"print(json.dumps({{path: try_write(path) for path in {paths!r}}}))"
     results = await probe(py, code)
     for path, seen in results.items():
         assert seen in ("EROFS", "EACCES", "EPERM"), (path, seen)
+
+
+async def test_usr_local_and_dev_are_read_only_and_dev_shm_is_bounded(py: LocalSandbox) -> None:
+    code = (
+        TRY_WRITE
+        + f"""
+import multiprocessing, os
+paths = ['/usr/local/x', '/usr/local/bin/x', '/dev/x', '/dev/pts/x']
+result = {{path: try_write(path) for path in paths}}
+result['usr_local'] = os.listdir('/usr/local')
+written = 0
+try:
+    with open('/dev/shm/big', 'wb') as f:
+        for _ in range({SHM_MIB + 16}):
+            f.write(b'x' * (1 << 20))
+            f.flush()
+            written += 1
+    result['shm'] = 'no error'
+except OSError as exc:
+    result['shm'] = errno.errorcode.get(exc.errno, str(exc.errno))
+os.remove('/dev/shm/big')
+result['shm_written_mib'] = written
+with open('/dev/null', 'wb') as f:  # devices still work
+    result['dev_null'] = f.write(b'x')
+with multiprocessing.Pool(2) as pool:  # its semaphores live in /dev/shm
+    result['pool'] = pool.map(abs, [-1, -2])
+print(json.dumps(result))
+"""
+    )
+    results = await probe(py, code)
+    for path in ("/usr/local/x", "/usr/local/bin/x", "/dev/x", "/dev/pts/x"):
+        assert results[path] in ("EROFS", "EACCES", "ENOENT"), (path, results[path])
+    assert results["/usr/local/x"] == "EROFS"
+    assert results["/dev/x"] == "EROFS"
+    assert results["usr_local"] == []
+    assert results["shm"] == "ENOSPC"
+    assert results["shm_written_mib"] <= SHM_MIB
+    assert results["dev_null"] == 1
+    assert results["pool"] == [1, 2]
+
+
+def _host_traces(text: str, backend: LocalBackend) -> list[str]:
+    """The lines of text that show the executor's state dir, its pid, or the repository."""
+    marks = (str(backend.settings.state_dir), backend.instance, str(REPO))
+    return [line for line in text.splitlines() if any(mark in line for mark in marks)]
+
+
+SHOW_HOST_VIEW = """
+import json
+with open('/proc/1/cmdline', 'rb') as f:
+    cmdline = f.read().replace(b'\\0', b' ').decode()
+with open('/proc/self/mountinfo') as f:
+    mountinfo = f.read()
+print(json.dumps({'cmdline': cmdline, 'mountinfo': mountinfo}))
+"""
+
+
+async def test_pid_1_and_mountinfo_show_no_state_dir_pid_or_repository(
+    make_backend,  # type: ignore[no-untyped-def]
+) -> None:
+    # A runtime outside the repository (a bind mount shows its source's path: see policy.py):
+    # all a bash sandbox needs of it is that it exists.
+    runtime = new_state_dir("code-exec-test-runtime-")
+    try:
+        (runtime / "python" / "bin").mkdir(parents=True)
+        (runtime / "python" / "bin" / "python").symlink_to("/usr/bin/python3")
+        backend = await make_backend(runtime_dir=runtime)
+        sandbox = await backend.create(Language.BASH)
+        outcome = await run(
+            sandbox, "tr '\\0' ' ' < /proc/1/cmdline; echo; echo ---; cat /proc/self/mountinfo"
+        )
+        cmdline, _, mountinfo = ok(outcome).partition("\n---\n")
+        assert cmdline.startswith("bwrap --args ")
+        assert "/" not in cmdline.split(" -- ")[0]  # no path among bubblewrap's own arguments
+        assert _host_traces(cmdline + "\n" + mountinfo, backend) == []
+        assert "/etc/passwd" not in mountinfo  # a file in the sandbox's root, not a mount
+        assert "/opt/code-exec/runners" not in mountinfo
+        await sandbox.close()
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+async def test_with_the_runtime_in_the_repository_only_its_mount_shows_it(
+    backend: LocalBackend, py: LocalSandbox
+) -> None:
+    seen = await probe(py, SHOW_HOST_VIEW)
+    assert _host_traces(seen["cmdline"], backend) == []
+    traces = _host_traces(seen["mountinfo"], backend)
+    runtime = str(backend.settings.runtime_dir.resolve())
+    # What policy.py says mountinfo still shows: the runtime's path on the host filesystem.
+    assert all(line.split()[3:5] == [runtime, str(SANDBOX_RUNTIME)] for line in traces), traces
+    assert str(backend.settings.state_dir) not in seen["mountinfo"]
+    assert backend.instance not in seen["mountinfo"]
 
 
 # --- identity and privileges ---

@@ -9,19 +9,11 @@ from executor.backends.local.sandbox import LocalSandbox
 from executor.errors import PayloadTooLarge
 from schemas.languages import Language
 
-from ._helpers import host_can_spawn, host_uid, ok, run, wait_gone
+from ._helpers import host_can_spawn, host_uid, ok, run, vm_rss, wait_gone
 
 pytestmark = pytest.mark.anyio
 
 _MIB = 1024 * 1024
-
-
-def _vm_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def _run_sampling(sandbox: LocalSandbox, code: str, **kwargs):  # type: ignore[no-untyped-def]
@@ -180,14 +172,14 @@ async def test_c_huge_allocation_fails(c: LocalSandbox) -> None:
 async def test_huge_output_is_capped_in_memory(backend: LocalBackend, py: LocalSandbox) -> None:
     code = "import sys\nfor _ in range(100):\n    sys.stdout.write('x' * (1024 * 1024))"
     ok(await run(py, "print('warm')"))
-    before = _vm_rss()
+    before = vm_rss()
     task = asyncio.create_task(run(py, code, timeout=30))
     peak = before
     while not task.done():
-        peak = max(peak, _vm_rss())
+        peak = max(peak, vm_rss())
         await asyncio.sleep(0.02)
     outcome = await task
-    peak = max(peak, _vm_rss())
+    peak = max(peak, vm_rss())
     ok(outcome)
     assert outcome.stdout.total_bytes == 100 * _MIB
     assert outcome.stdout.truncated

@@ -7,8 +7,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from executor.backends.local.backend import LocalBackend
 from executor.backends.local.sandbox import LocalSandbox
-from executor.errors import FileNotFound, InvalidRequest
+from executor.errors import FileNotFound, InvalidRequest, SandboxFailure
 from schemas.languages import Language
 
 from ._helpers import ok, pid_exists, read_bytes, run, wait_gone
@@ -98,28 +99,6 @@ async def test_python_closing_stdout_does_not_wedge_session(py: LocalSandbox) ->
         outcome = await run(py, "print('next')")
     assert elapsed < 1.0
     assert outcome.stdout.text() == "next\n"
-
-
-async def test_python_forged_control_messages_are_ignored(py: LocalSandbox) -> None:
-    # The code shares the runner's process: it can write to the control output (fd 4) and
-    # find its own run's id. What does not parse, or is not a valid done, must not end the run.
-    code = """
-import os, sys
-frame = sys._getframe()
-while frame.f_code.co_name != 'main':
-    frame = frame.f_back
-run_id = frame.f_locals['message']['id']
-os.write(4, b'not json\\n[1]\\n"done"\\n' + b'[' * 100000 + b'\\n')
-for fields in ('"exit_code":"0"', '"value":42', '"error":"boom"', '"images":{"a":1}'):
-    os.write(4, ('{"op":"done","id":"%s",%s}\\n' % (run_id, fields)).encode())
-print('still running')
-6 * 7
-"""
-    outcome = await run(py, code)
-    assert ok(outcome) == "still running\n"
-    assert outcome.value == "42"
-    assert not outcome.state_lost
-    assert ok(await run(py, "print('next')")) == "next\n"
 
 
 async def test_python_stderr(py: LocalSandbox) -> None:
@@ -377,6 +356,90 @@ async def test_close_kills_all_processes(py: LocalSandbox) -> None:
     assert not py.alive
     assert wait_gone(pids) == []
     assert not any(pid_exists(p) for p in pids)
+
+
+# --- close, cancel, restart ---
+
+
+def cgroup_dirs(backend: LocalBackend, sandbox: LocalSandbox) -> list[Path]:
+    """The cgroup directories of a sandbox, of every generation, that still exist."""
+    parents = [Path(p) for p in backend.cgroups._parents.values()]
+    return [d for parent in parents for d in parent.glob(f"{sandbox.id}-*")]
+
+
+async def test_closing_during_a_run_ends_the_run_as_killed(
+    backend: LocalBackend, make_sandbox
+) -> None:  # type: ignore[no-untyped-def]
+    for keep_state in (True, False):
+        sandbox = await make_sandbox(Language.PYTHON)
+        task = asyncio.create_task(
+            run(
+                sandbox,
+                "import time\nprint('started', flush=True)\ntime.sleep(60)",
+                keep_state=keep_state,
+            )
+        )
+        await asyncio.sleep(1.0)
+        pids = sandbox.process_ids()
+        assert len(pids) >= 3
+        await sandbox.close()
+        outcome = await asyncio.wait_for(task, 10)  # an outcome, not an exception
+        assert outcome.exit_code == 137
+        assert outcome.error is not None and outcome.error.name == "SandboxError"
+        assert "closed during the run" in outcome.error.value
+        assert not sandbox.alive
+        assert wait_gone(pids) == []
+        # Closed is for good: nothing starts again, and nothing is left to clean.
+        with pytest.raises(SandboxFailure):
+            await sandbox.restart()
+        with pytest.raises(SandboxFailure):
+            await run(sandbox, "1")
+        assert sandbox.process_ids() == []
+        assert cgroup_dirs(backend, sandbox) == []
+
+
+async def test_closing_during_a_restart_leaves_nothing_running(backend: LocalBackend) -> None:
+    for delay in (0.0, 0.02, 0.05, 0.1, 0.3):
+        sandbox = await backend.create(Language.PYTHON)
+        restart = asyncio.create_task(sandbox.restart())
+        await asyncio.sleep(delay)
+        await sandbox.close()
+        # Refused once closed, or done before: either way nothing runs after the close.
+        (result,) = await asyncio.gather(restart, return_exceptions=True)
+        assert result is None or isinstance(result, SandboxFailure), result
+        pid = sandbox.pid
+        assert pid is None or wait_gone([pid]) == []
+        assert sandbox.process_ids() == []
+        assert cgroup_dirs(backend, sandbox) == []
+        assert not sandbox.alive
+
+
+async def test_a_cancelled_run_kills_and_restart_brings_a_fresh_runner(py: LocalSandbox) -> None:
+    ok(await run(py, "open('kept.txt', 'w').write('file')\nstate = 1"))
+    task = asyncio.create_task(run(py, "import time\ntime.sleep(60)"))
+    await asyncio.sleep(0.5)
+    pids = py.process_ids()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not py.alive  # at once: the executor restarts it before the next run
+    assert wait_gone(pids) == []
+    await py.restart()
+    assert py.alive
+    outcome = await run(py, "print(open('kept.txt').read())\n'state' in globals()")
+    assert ok(outcome) == "file\n"
+    assert outcome.value == "False"
+
+
+async def test_a_run_in_a_cancelled_scope_is_killed_however_often_cancelled(
+    py: LocalSandbox,
+) -> None:
+    # anyio cancels every await inside a cancelled scope again, the cleanup's ones too.
+    with anyio.move_on_after(0.5):
+        await run(py, "import time\ntime.sleep(60)")
+    assert not py.alive
+    await py.restart()
+    assert ok(await run(py, "print('again')")) == "again\n"
 
 
 # --- files ---

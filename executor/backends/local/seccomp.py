@@ -1,0 +1,93 @@
+"""The policy's syscall rules as a seccomp filter: the BPF program bubblewrap loads (--seccomp).
+
+Compiled once, when the backend starts, with libseccomp (libseccomp.so.2, through pyseccomp's
+ctypes binding); every sandbox then gets the same bytes on a descriptor of its own. Everything
+is allowed but the policy's denials; a syscall of another architecture (32-bit int 0x80, x32)
+kills the process, so that no other syscall table slips past the rules.
+"""
+
+import errno
+import os
+from typing import Any
+
+from executor.backends.local.policy import ArgMatch, SyscallDenial, SyscallPolicy
+from executor.errors import SandboxFailure
+
+_LOW32 = 0xFFFFFFFF
+_NR_SCMP_ERROR = -1  # libseccomp's answer for a name it does not know on any architecture
+_OPTIMIZE_BINARY_TREE = 2
+
+
+def _libseccomp() -> Any:
+    try:
+        import pyseccomp  # type: ignore[import-untyped]
+    except (ImportError, RuntimeError) as exc:  # RuntimeError: the binding found no library
+        raise SandboxFailure(
+            f"libseccomp is not usable ({exc}): run `make setup` "
+            "(or apt-get install libseccomp2, and pip install pyseccomp)"
+        ) from exc
+    return pyseccomp
+
+
+def complement_blocks(allowed: frozenset[int], bits: int = 32) -> list[tuple[int, int]]:
+    """Aligned blocks (mask, value) that cover every `bits`-bit number but the allowed ones.
+
+    libseccomp takes one comparison per argument and rule, and its rules add up: "refused unless
+    one of these" is then the numbers around them, as power-of-two blocks (about `bits` blocks
+    per allowed value), each one masked comparison.
+    """
+    full = (1 << bits) - 1
+    blocks: list[tuple[int, int]] = []
+    pending = [(0, bits)]  # (first value, log2 of the block's size)
+    while pending:
+        start, size_bits = pending.pop()
+        end = start + (1 << size_bits) - 1
+        if not any(start <= value <= end for value in allowed):
+            blocks.append((full ^ ((1 << size_bits) - 1), start))
+        elif size_bits > 0:
+            half = 1 << (size_bits - 1)
+            pending += [(start + half, size_bits - 1), (start, size_bits - 1)]
+    return blocks
+
+
+def _conditions(sc: Any, denial: SyscallDenial) -> list[tuple[Any, ...]]:
+    """The argument comparisons of the denial's rules: one rule per tuple, any may match."""
+    match denial.match:
+        case ArgMatch.ALWAYS:
+            return [()]
+        case ArgMatch.ANY_BIT:
+            (mask,) = denial.values
+            bits = [1 << i for i in range(64) if mask >> i & 1]
+            return [(sc.Arg(0, sc.MASKED_EQ, bit, bit),) for bit in bits]
+        case ArgMatch.ONE_OF:
+            # The low 32 bits only: what the kernel reads of an int argument.
+            return [(sc.Arg(0, sc.MASKED_EQ, _LOW32, value),) for value in denial.values]
+        case ArgMatch.NONE_OF:
+            blocks = complement_blocks(frozenset(denial.values))
+            return [(sc.Arg(0, sc.MASKED_EQ, mask, value),) for mask, value in blocks]
+
+
+def compile_filter(policy: SyscallPolicy) -> bytes:
+    """The filter as BPF bytes for bubblewrap (blocking: some milliseconds)."""
+    sc = _libseccomp()
+    flt = sc.SyscallFilter(sc.ALLOW)
+    flt.set_attr(sc.Attr.ACT_BADARCH, sc.KILL_PROCESS)
+    # A binary search over syscall numbers rather than a list walked by every syscall.
+    flt.set_attr(sc.Attr.CTL_OPTIMIZE, _OPTIMIZE_BINARY_TREE)
+    for denial in policy.denials:
+        number = sc.resolve_syscall(sc.Arch.NATIVE, denial.syscall)
+        if number == _NR_SCMP_ERROR:
+            raise ValueError(f"the policy denies {denial.syscall!r}, which is no syscall")
+        if number < 0:
+            continue  # none on this architecture: the kernel answers ENOSYS by itself
+        action = sc.ERRNO(getattr(errno, denial.errno.value))
+        for comparisons in _conditions(sc, denial):
+            flt.add_rule(action, number, *comparisons)
+    unreviewed = sc.ERRNO(getattr(errno, policy.unreviewed_errno.value))
+    for number in policy.unreviewed:
+        flt.add_rule(unreviewed, number)
+    fd = os.memfd_create("code-exec-seccomp", os.MFD_CLOEXEC)
+    with open(fd, "w+b", buffering=0) as program:
+        flt.export_bpf(program)
+        program.seek(0)
+        return program.read()
