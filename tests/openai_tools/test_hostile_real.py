@@ -241,3 +241,35 @@ def test_a_directory_tree_thousands_of_levels_deep_lists_and_uploads(small_host:
         headers=auth,
     )
     assert upload.status_code == 422 and "too deep" in upload.json()["error"]["message"]
+
+
+def test_a_session_survives_its_stream_being_dropped_mid_run(small_host: Api) -> None:
+    auth = small_host.headers("dropper")
+    sid = small_host.http.post("/v1/code_interpreter/sessions", json={}, headers=auth).json()[
+        "session_id"
+    ]
+    small_host.http.post(
+        "/v1/code_interpreter/run", json={"code": "x = 41", "session_id": sid}, headers=auth
+    )
+    with httpx.stream(
+        "POST",
+        f"{small_host.url}/v1/code_interpreter/run",
+        json={"code": "import time\nprint('go', flush=True)\ntime.sleep(30)", "session_id": sid},
+        headers={**auth, "Accept": "text/event-stream"},
+        timeout=60,
+    ) as response:
+        for line in response.iter_lines():
+            if "go" in line:
+                break  # the client goes away mid-run
+    again = small_host.http.post(
+        "/v1/code_interpreter/run",
+        json={"code": "print('back')\n'x' in dir()", "session_id": sid},
+        headers=auth,
+    )
+    assert again.status_code == 200, again.text
+    body = again.json()
+    assert body["output"] == "back\n" and body["state_lost"] is True and body["value"] == "False"
+    after = small_host.http.post(
+        "/v1/code_interpreter/run", json={"code": "1 + 1", "session_id": sid}, headers=auth
+    )
+    assert after.json()["value"] == "2" and after.json()["state_lost"] is False

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -272,3 +273,29 @@ async def test_full_output_over_http_for_the_owner(executor_process: ExecutorPro
             )
     finally:
         await client.aclose()
+
+
+def test_an_ndjson_client_that_never_reads_costs_the_executor_nothing(
+    executor_process: ExecutorProcess,
+) -> None:
+    import json as _json
+    import socket
+
+    code = "import sys\nblock = 'x' * (1 << 20)\nfor _ in range(800):\n    sys.stdout.write(block)"
+    body = _json.dumps({"code": code, "timeout": 8}).encode()
+    host, port = executor_process.url.removeprefix("http://").split(":")
+    with open(f"/proc/{executor_process.process.pid}/clear_refs", "w") as f:
+        f.write("5")
+    before = executor_process.rss_bytes()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /execute?stream=true HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Internal-Auth-Token: {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    time.sleep(10)  # the run prints until its timeout; nothing is read
+    sock.close()
+    with open(f"/proc/{executor_process.process.pid}/status") as f:
+        peak = next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmHWM:"))
+    assert peak - before < 96 * 1024 * 1024, f"grew by {(peak - before) >> 20} MiB"
+    assert post(executor_process, {"code": "print(1)"}).json()["stdout"] == "1\n"
