@@ -38,8 +38,9 @@ def test_model_names_choose_the_encoding() -> None:
         encoding_name("llama-3")
 
 
-# Loading an encoding takes most of a second: the default one in the fast tier.
-@pytest.mark.parametrize("name", ["o200k_base", pytest.param("cl100k_base", marks=pytest.mark.slow)])
+# Loading an encoding afresh takes most of a second: the slow tier does it.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
 def test_encodings_load_with_every_socket_blocked(
     monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
