@@ -6,9 +6,10 @@ a front-end never knows which one it holds. This module imports nothing but sche
 sides of the wire can use it without loading the other.
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote
 
 from schemas.execution import ExecuteRequest, ExecuteResult
@@ -25,6 +26,10 @@ AUTH_HEADER = "Internal-Auth-Token"
 """The executor's shared secret, sent by its HTTP clients."""
 USER_HEADER = "X-Code-Exec-User"
 """The user an HTTP client acts for (the API's token subject), percent-encoded (UTF-8)."""
+
+
+DOWNLOAD_CHUNK = 1 << 20
+"""Bytes a download holds at a time."""
 
 
 def user_header(user: str) -> str:
@@ -54,6 +59,23 @@ class Download:
 
         return cls(len(data), once())
 
+    @classmethod
+    def from_file(cls, file: BinaryIO, size: int) -> "Download":
+        """A download read from an open file in chunks, off the event loop; closed at the end
+        (or when dropped unread: the file object owns its descriptor)."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with file:
+                left = size  # what was checked: the file may grow meanwhile
+                while left > 0:
+                    chunk = await asyncio.to_thread(file.read, min(DOWNLOAD_CHUNK, left))
+                    if not chunk:
+                        return
+                    left -= len(chunk)
+                    yield chunk
+
+        return cls(size, chunks())
+
     async def read(self) -> bytes:
         """All of it at once (for small files, and tests)."""
         return b"".join([chunk async for chunk in self.chunks])
@@ -70,6 +92,10 @@ class ExecutorClient(Protocol):
 
     async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
         """Lines of the whole output of a cut result (its owner only)."""
+        ...
+
+    async def download_output(self, execution_id: str, name: str, user: str) -> Download:
+        """A file a run made and the executor kept (a figure: image-0.png), its owner only."""
         ...
 
     async def open_session(self, language: Language, user: str) -> SessionInfo:

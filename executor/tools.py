@@ -19,10 +19,12 @@ from executor.errors import ExecutorError, InvalidRequest, validation_text
 from executor.interface import ExecutorClient, OutputCallback
 from schemas.execution import ExecuteResult, Image
 from schemas.health import Limits
+from schemas.jsonschema import compact
 from schemas.languages import Language
+from schemas.outputs import OutputPage, OutputQuery
 from schemas.render import render_result
 from schemas.sessions import CloseSessionResult, SessionInfo
-from schemas.tools import CloseSessionArgs, OpenSessionArgs, RunCodeArgs
+from schemas.tools import CloseSessionArgs, OpenSessionArgs, ReadOutputArgs, RunCodeArgs
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -36,7 +38,7 @@ class ToolCallError(InvalidRequest):
 
 @dataclass(frozen=True)
 class Hints:
-    """What a tool does to the world, as MCP annotations say it."""
+    """What a tool does to the world, as MCP annotations say it (none reaches the outside)."""
 
     read_only: bool = False
     destructive: bool = False
@@ -119,7 +121,8 @@ class Tool(ABC, Generic[A, R]):
         )
 
     def field_descriptions(self, limits: Limits) -> dict[str, str]:
-        """Model-facing descriptions of the arguments, where they differ from the schema's."""
+        """Model-facing descriptions of the arguments where they differ from the schema's
+        ("" drops one: the argument's name says enough)."""
         return {}
 
     @abstractmethod
@@ -143,15 +146,20 @@ class Tool(ABC, Generic[A, R]):
         return None
 
     def input_schema(self, limits: Limits) -> dict[str, Any]:
-        """The JSON Schema of the arguments, described for the model."""
-        schema = copy.deepcopy(self.arguments.model_json_schema())
+        """The JSON Schema of the arguments, described for the model: self-contained (no
+        references, which strict-mode converters refuse) and short (no titles, defaults or
+        null unions, which every request that lists the tools pays for)."""
+        schema = compact(copy.deepcopy(self.arguments.model_json_schema()))
         for name, text in self.field_descriptions(limits).items():
-            schema["properties"][name]["description"] = text
+            if text:
+                schema["properties"][name]["description"] = text
+            else:  # the name says it all
+                schema["properties"][name].pop("description", None)
         return schema
 
-    def output_schema(self) -> dict[str, Any]:
-        """The JSON Schema of the structured result."""
-        return self.result.model_json_schema()
+    def structured(self, result: R) -> dict[str, Any]:
+        """The result as structured data (what a program reads beside the text)."""
+        return result.model_dump(mode="json")
 
     def parse(self, arguments: Arguments) -> A:
         """The validated arguments, or ToolCallError saying how to fix the call."""
@@ -187,7 +195,7 @@ class Tool(ABC, Generic[A, R]):
         return ToolOutcome(
             text=self.render(result),
             is_error=self.failed(result),
-            structured=result.model_dump(mode="json"),
+            structured=self.structured(result),
             images=self.images(result),
             effect=self.effect(args, result),
         )
@@ -196,32 +204,25 @@ class Tool(ABC, Generic[A, R]):
 class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
     """run_code: one run, stateless or in a session."""
 
+    hints = Hints(destructive=False)
     description = (
-        "Run code in an isolated sandbox and get its output. Languages: python (with numpy, "
-        "pandas, matplotlib; the value of a last bare expression is shown, as in a notebook; "
-        "plots come back as images), javascript (Node.js), bash, c (compiled with gcc). "
-        "There is no network access. Without session_id each call starts from a clean "
-        "sandbox; pass a session_id from open_session to keep variables, imports and files "
-        "between calls. Limits: timeout {limits.default_timeout_s:g} s by default (max "
-        "{limits.max_timeout_s:g}), {memory} of memory. Output is cut to a token budget "
-        "(default {limits.default_output_tokens}): the head and the tail are kept, and a line "
-        "'[... N lines (~T tokens) of stdout cut here; ...]' says where the rest can be read "
-        "(in a session, a file under /home/user/.outputs/ that your code can grep). Errors in "
-        "the code come back with the exception and its traceback."
+        "Run code in an isolated sandbox without network: python (numpy, pandas, matplotlib; "
+        "shows the last expression's value and plots), javascript (Node.js), bash or c (gcc). "
+        "Runs start clean unless given a session_id from open_session. Timeout "
+        "{limits.default_timeout_s:g} s (max {limits.max_timeout_s:g}), {memory} of memory. "
+        "Output over {limits.default_output_tokens} tokens is cut: read_output reads the rest."
     )
 
     def field_descriptions(self, limits: Limits) -> dict[str, str]:
         """The arguments as the model should read them."""
         return {
-            "code": "The source code to run.",
-            "language": "python (default), javascript, bash or c. In a session, the session's.",
-            "session_id": "Run in this session (from open_session) to keep variables between "
-            "calls.",
-            "timeout": f"Seconds before the run is stopped (default {limits.default_timeout_s:g}, "
-            f"max {limits.max_timeout_s:g}).",
-            "max_output_tokens": "Token budget of the result (default "
-            f"{limits.default_output_tokens}).",
-            "files": "Text files to write into /home/user before running.",
+            "code": "",
+            "session_id": "",
+            "language": "Default python (in a session, its language).",
+            "timeout": f"Seconds (default {limits.default_timeout_s:g}, max "
+            f"{limits.max_timeout_s:g}).",
+            "max_output_tokens": f"Token budget (default {limits.default_output_tokens}).",
+            "files": "Files to write first.",
         }
 
     async def call(self, call: Call, args: RunCodeArgs) -> ExecuteResult:
@@ -240,16 +241,21 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
         """The run's figures."""
         return result.images
 
+    def structured(self, result: ExecuteResult) -> dict[str, Any]:
+        """The result without the images' bytes: they travel as images, never inside text a
+        model might read (a base64 plot is thousands of tokens)."""
+        data = result.model_dump(mode="json", exclude={"images"})
+        data["images"] = [{"format": image.format} for image in result.images]
+        return data
+
 
 class OpenSession(Tool[OpenSessionArgs, SessionInfo], name="open_session"):
     """open_session: a sandbox whose state persists across runs."""
 
+    hints = Hints(destructive=False)
     description = (
-        "Open a stateful session: a sandbox that keeps Python/JavaScript variables, Bash's "
-        "working directory and exported variables, and files in /home/user between run_code "
-        "calls. Worth it for multi-step work (load data once, then analyse it). Returns a "
-        "session_id for run_code. Sessions close after {idle} idle; close them with "
-        "close_session when done."
+        "Open a sandbox that keeps variables and files between run_code calls; returns a "
+        "session_id. It closes after {idle} idle, or by close_session."
     )
 
     async def call(self, call: Call, args: OpenSessionArgs) -> SessionInfo:
@@ -273,7 +279,7 @@ class CloseSession(Tool[CloseSessionArgs, CloseSessionResult], name="close_sessi
     """close_session: end a session and free its sandbox."""
 
     hints = Hints(destructive=True, idempotent=True)
-    description = "Close a session opened with open_session and free its sandbox."
+    description = "Close a session and free its sandbox."
 
     async def call(self, call: Call, args: CloseSessionArgs) -> CloseSessionResult:
         """Close the session."""
@@ -288,6 +294,36 @@ class CloseSession(Tool[CloseSessionArgs, CloseSessionResult], name="close_sessi
         return SessionEffect(closed=result.session_id)
 
 
+class ReadOutput(Tool[ReadOutputArgs, OutputPage], name="read_output"):
+    """read_output: the lines a cut result left out."""
+
+    hints = Hints(read_only=True, idempotent=True)
+    description = "Read the lines a run_code marker says were cut."
+
+    async def call(self, call: Call, args: ReadOutputArgs) -> OutputPage:
+        """Read the page."""
+        query = OutputQuery(
+            execution_id=args.execution_id, stream=args.stream, offset=args.offset, limit=args.limit
+        )
+        return await call.client.read_output(query, call.user)
+
+    def render(self, result: OutputPage) -> str:
+        """A header, then the lines (cut if the page itself is too long for a context)."""
+        shown = result.text.count("\n")
+        first = result.offset + 1
+        header = (
+            f"{result.stream} of {result.execution_id}: lines {first}-{result.offset + shown} "
+            f"of {result.total_lines}"
+        )
+        text = result.text
+        if len(text) > _PAGE_CHARS:
+            note = f"[... page cut at {_PAGE_CHARS} characters; ask for fewer lines ...]"
+            text = f"{text[:_PAGE_CHARS]}\n{note}"
+        return f"{header}\n{text}" if text else f"{header} (none)"
+
+
+_PAGE_CHARS = 24_000
+
 AnyTool = Tool[Any, Any]
 
 
@@ -296,7 +332,7 @@ class ToolSet:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or ExecutorSettings.model_construct().limits()
-        tools: list[AnyTool] = [RunCode(), OpenSession(), CloseSession()]
+        tools: list[AnyTool] = [RunCode(), OpenSession(), CloseSession(), ReadOutput()]
         self.tools: dict[str, AnyTool] = {tool.name: tool for tool in tools}
 
     def __iter__(self) -> Any:

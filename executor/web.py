@@ -201,18 +201,22 @@ def file_routes(
 
 
 def output_routes(
-    paths: list[str],
+    prefix: str,
     client: Callable[..., ExecutorClient],
     user: Callable[..., str],
     **router_options: Any,
 ) -> APIRouter:
-    """GET {path} (with {execution_id} in it): lines of the whole output of a cut result."""
+    """What runs leave behind, their owner only: {prefix}/{execution_id}/output (lines of the
+    whole output of a cut result) and {prefix}/{execution_id}/files/{name} (a figure)."""
     router = APIRouter(**router_options)
+    ClientDep = Annotated[ExecutorClient, Depends(client)]  # noqa: N806
+    UserDep = Annotated[str, Depends(user)]  # noqa: N806
 
+    @router.get(f"{prefix}/{{execution_id}}/output", response_model=OutputPage)
     async def execution_output(
         execution_id: str,
-        client: Annotated[ExecutorClient, Depends(client)],
-        user: Annotated[str, Depends(user)],
+        client: ClientDep,
+        user: UserDep,
         stream: Stream = "stdout",
         offset: Annotated[int, Query(ge=0, description="First line, from 0.")] = 0,
         limit: Annotated[int, Query(gt=0, le=100_000)] = 200,
@@ -221,6 +225,16 @@ def output_routes(
         query = OutputQuery(execution_id=execution_id, stream=stream, offset=offset, limit=limit)
         return await client.read_output(query, user)
 
-    for path in paths:
-        router.add_api_route(path, execution_output, methods=["GET"], response_model=OutputPage)
+    @router.get(f"{prefix}/{{execution_id}}/files/{{name}}")
+    async def execution_file(
+        execution_id: str, name: str, client: ClientDep, user: UserDep
+    ) -> StreamingResponse:
+        """A file a run made and the executor kept (a figure: image-0.png), its owner only."""
+        download = await client.download_output(execution_id, name, user)
+        response = attachment(download, name)
+        if name.endswith(".png"):
+            response.media_type = "image/png"
+            response.headers["content-type"] = "image/png"
+        return response
+
     return router

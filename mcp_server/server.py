@@ -1,25 +1,24 @@
 """The MCP front-end: the ToolSet's tools served by a low-level MCP server.
 
-Results carry the same model-ready text as the OpenAI endpoint, structuredContent matching
-each tool's outputSchema, PNG figures as ImageContent, and isError when the code failed.
-When the client asks for progress, output is reported as it is produced. Sessions a client
-opened are closed when its MCP session ends (they expire by TTL when that cannot be known).
+Results carry the same model-ready text as the OpenAI endpoint, structuredContent (the
+result's fields, never image bytes), PNG figures as ImageContent, and isError when the code
+failed. When the client asks for progress, output is reported as it is produced.
+
+Code sessions belong to the user, not to an MCP connection: clients that open a connection
+per call (langchain-mcp-adapters, pydantic-ai across agent runs) keep using a session_id
+from an earlier connection. Sessions end by close_session, their idle TTL or their lifetime.
 """
 
-import contextlib
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
-import anyio
 from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.shared.context import RequestContext
 
-from executor.errors import ExecutorError
 from executor.interface import ExecutorClient, OutputCallback
-from executor.tools import AnyTool, Call, ToolSet
+from executor.tools import AnyTool, Call, Hints, ToolSet
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +29,31 @@ INSTRUCTIONS = (
 
 UserOf = Callable[[RequestContext[Any, Any, Any]], str]
 
-_opened: ContextVar[set[tuple[str, str]]] = ContextVar("code_exec_opened_sessions")
+
+def _annotations(hints: Hints) -> types.ToolAnnotations:
+    """The hints that differ from MCP's defaults (not read-only, destructive, not idempotent,
+    open world): every word of a tool list is paid for in every request that carries it."""
+    return types.ToolAnnotations(
+        openWorldHint=hints.open_world,
+        readOnlyHint=True if hints.read_only else None,
+        destructiveHint=False if not hints.read_only and not hints.destructive else None,
+        idempotentHint=True if hints.idempotent else None,
+    )
 
 
 def tool_definition(tools: ToolSet, tool: AnyTool) -> types.Tool:
-    """One tool as MCP lists it, with honest annotations (no tool reaches the outside world)."""
+    """One tool as MCP lists it: no output schema (the text is the result a model reads, and
+    clients would validate every result against it), honest hints."""
     return types.Tool(
         name=tool.name,
         description=tools.describe(tool),
         inputSchema=tools.input_schema(tool),
-        outputSchema=tool.output_schema(),
-        annotations=types.ToolAnnotations(
-            title=tool.title,
-            readOnlyHint=tool.hints.read_only,
-            destructiveHint=tool.hints.destructive,
-            idempotentHint=tool.hints.idempotent,
-            openWorldHint=tool.hints.open_world,
-        ),
+        annotations=_annotations(tool.hints),
     )
 
 
 class CodeExecServer(Server[Any, Any]):
-    """A low-level MCP server that remembers the sessions each connection opened."""
+    """A low-level MCP server over a ToolSet and an executor client."""
 
     def __init__(self, client: ExecutorClient, tools: ToolSet, user_of: UserOf) -> None:
         super().__init__("code-exec", version="0.1.0", instructions=INSTRUCTIONS)
@@ -61,19 +63,6 @@ class CodeExecServer(Server[Any, Any]):
         self._definitions = [tool_definition(tools, tool) for tool in tools]
         self.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
         self.call_tool(validate_input=False)(self._call_tool)
-
-    async def run(self, *args: Any, **kwargs: Any) -> None:
-        """Serve one connection; close the sessions it opened when it ends."""
-        opened: set[tuple[str, str]] = set()
-        _opened.set(opened)
-        try:
-            await super().run(*args, **kwargs)
-        finally:
-            with anyio.CancelScope(shield=True):
-                for user, session_id in list(opened):
-                    with contextlib.suppress(ExecutorError):
-                        await self.client.close_session(session_id, user)
-                        log.info("closed session %s: its MCP client went away", session_id[:12])
 
     def options(self) -> Any:
         """Initialization options (tools only)."""
@@ -102,13 +91,6 @@ class CodeExecServer(Server[Any, Any]):
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         user = self.user_of(self.request_context)
         outcome = await self.tools.call(Call(self.client, user, self._progress()), name, arguments)
-        if outcome.effect is not None:
-            with contextlib.suppress(LookupError):
-                opened = _opened.get()
-                if outcome.effect.opened:
-                    opened.add((user, outcome.effect.opened))
-                if outcome.effect.closed:
-                    opened.discard((user, outcome.effect.closed))
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=outcome.text)]
         content += [
             types.ImageContent(type="image", data=image.data, mimeType="image/png")

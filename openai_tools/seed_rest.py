@@ -99,11 +99,5 @@ async def end_session(session_id: str, client: ClientDep, user: UserDep) -> dict
 router.include_router(
     file_routes(SESSIONS, get_client, current_user, MAX_UPLOAD_BYTES, tags=TAGS)
 )
-router.include_router(
-    output_routes(
-        ["/v1/executions/{execution_id}/output", "/executions/{execution_id}/output"],
-        get_client,
-        current_user,
-        tags=TAGS,
-    )
-)
+for outputs in ("/v1/executions", "/executions"):
+    router.include_router(output_routes(outputs, get_client, current_user, tags=TAGS))

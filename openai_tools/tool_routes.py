@@ -2,13 +2,14 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from executor.errors import InvalidRequest, LimitExceeded
-from executor.tools import Call, ToolSet
+from executor.tools import Call, ToolOutcome, ToolSet
 from openai_tools.deps import ClientDep, ToolsDep, UserDep
 from openai_tools.strict import strict_json_schema
+from schemas.outputs import image_name
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
@@ -78,8 +79,35 @@ def _normalise(body: Any) -> tuple[list[tuple[str, str, Any]], Literal["chat", "
     return calls, style or "chat"
 
 
+def _chat_text(outcome: ToolOutcome, base_url: str) -> str:
+    """A tool message is text only: figures become URLs the user's token can fetch."""
+    if not outcome.images or outcome.structured is None:
+        return outcome.text
+    execution = outcome.structured["execution_id"]
+    urls = [
+        f"{base_url}v1/executions/{execution}/files/{image_name(i)}"
+        for i in range(len(outcome.images))
+    ]
+    note = f"images: {len(urls)} PNG, fetch with your bearer token: " + " ".join(urls)
+    return outcome.text.replace(f"images: {len(urls)} PNG (returned separately)", note)
+
+
+def _responses_output(outcome: ToolOutcome) -> str | list[dict[str, Any]]:
+    """A function_call_output: the text, and the figures as images the model sees."""
+    if not outcome.images:
+        return outcome.text
+    return [
+        {"type": "input_text", "text": outcome.text},
+        *(
+            {"type": "input_image", "image_url": f"data:image/png;base64,{image.data}"}
+            for image in outcome.images
+        ),
+    ]
+
+
 @router.post("/call")
 async def call_tools(
+    request: Request,
     client: ClientDep,
     tools: ToolsDep,
     user: UserDep,
@@ -93,10 +121,15 @@ async def call_tools(
         # retries the call, rather than the model reading about someone's concurrency.
         outcome = await tools.call(Call(client, user), name, arguments, (LimitExceeded,))
         if style == "chat":
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": outcome.text})
+            text = _chat_text(outcome, str(request.base_url))
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
         else:
             messages.append(
-                {"type": "function_call_output", "call_id": call_id, "output": outcome.text}
+                {
+                    "type": "function_call_output",
+                    "call_id": call_id,
+                    "output": _responses_output(outcome),
+                }
             )
     return messages
 

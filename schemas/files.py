@@ -22,5 +22,5 @@ class FileArg(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: WorkspacePath = Field(description="Path relative to /home/user, e.g. 'data/input.csv'.")
-    content: Text = Field(description="The file's text.")
+    path: WorkspacePath = Field(description="Relative to /home/user.")
+    content: Text

@@ -8,6 +8,11 @@ Stream = Literal["stdout", "stderr"]
 STREAMS: tuple[Stream, ...] = ("stdout", "stderr")
 
 
+def image_name(index: int) -> str:
+    """The name a run's figure is kept under (ExecutorClient.download_output)."""
+    return f"image-{index}.png"
+
+
 class OutputQuery(BaseModel):
     """Which lines of a stored output to read."""
 

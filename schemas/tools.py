@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.execution import ExecuteRequest, RunFields
 from schemas.files import FileArg
 from schemas.languages import LanguageName
+from schemas.outputs import Stream
 from schemas.text import Text
 
 
@@ -31,9 +32,7 @@ class OpenSessionArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    language: LanguageName | None = Field(
-        default=None, description="python (default), javascript, bash or c."
-    )
+    language: LanguageName | None = None
 
 
 class CloseSessionArgs(BaseModel):
@@ -41,4 +40,15 @@ class CloseSessionArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    session_id: Text = Field(description="The session to close.")
+    session_id: Text
+
+
+class ReadOutputArgs(BaseModel):
+    """Arguments of read_output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    execution_id: Text
+    stream: Stream = "stdout"
+    offset: int = Field(default=0, ge=0)
+    limit: int = Field(default=200, gt=0, le=2000)

@@ -64,6 +64,10 @@ class CappedClient:
         """Uncapped: see ExecutorClient."""
         return await self.inner.read_output(query, user)
 
+    async def download_output(self, execution_id: str, name: str, user: str) -> Download:
+        """Uncapped: see ExecutorClient."""
+        return await self.inner.download_output(execution_id, name, user)
+
     async def open_session(self, language: Language, user: str) -> SessionInfo:
         """Uncapped (sessions have their own caps in the executor)."""
         return await self.inner.open_session(language, user)

@@ -24,7 +24,14 @@ from executor.errors import (
     SandboxFailure,
     Unavailable,
 )
-from executor.interface import AUTH_HEADER, USER_HEADER, Download, OutputCallback, user_header
+from executor.interface import (
+    AUTH_HEADER,
+    DOWNLOAD_CHUNK,
+    USER_HEADER,
+    Download,
+    OutputCallback,
+    user_header,
+)
 from schemas.execution import ExecuteRequest, ExecuteResult, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import Health
@@ -33,7 +40,6 @@ from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
 T = TypeVar("T")
-DOWNLOAD_CHUNK = 1 << 20
 
 _SESSIONS = TypeAdapter(list[SessionInfo])
 _FILES = TypeAdapter(list[FileInfo])
@@ -195,7 +201,17 @@ class HttpClient:
 
     async def download_file(self, session_id: str, user: str, path: str) -> Download:
         """A file, streamed from the executor as it is sent on."""
-        url = f"/sessions/{_segment(session_id)}/files/{_file_path(path)}"
+        return await self._download(
+            f"/sessions/{_segment(session_id)}/files/{_file_path(path)}", user
+        )
+
+    async def download_output(self, execution_id: str, name: str, user: str) -> Download:
+        """A file a run made, streamed."""
+        return await self._download(
+            f"/executions/{_segment(execution_id)}/files/{_segment(name)}", user
+        )
+
+    async def _download(self, url: str, user: str) -> Download:
         request = self._http.build_request("GET", url, headers={USER_HEADER: user_header(user)})
         async with self._reaching():
             response = await self._http.send(request, stream=True)

@@ -240,13 +240,27 @@ class RoutingClient:
             session_id, lambda client, inner: client.download_file(inner, user, path)
         )
 
-    async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
-        """A stored output, from whichever executor ran it."""
+    async def _on_any(self, what: str, call: Callable[[ExecutorClient], Awaitable[T]]) -> T:
+        """A call about an execution, on whichever executor ran it."""
         for route in self.routes.values():
             if route.healthy:
                 with contextlib.suppress(NotFound, Unavailable):
-                    return await route.client.read_output(query, user)
-        raise NotFound(f"no stored output for execution {query.execution_id!r} on any executor")
+                    return await call(route.client)
+        raise NotFound(f"no {what} on any executor")
+
+    async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
+        """A stored output, from whichever executor ran it."""
+        return await self._on_any(
+            f"stored output for execution {query.execution_id!r}",
+            lambda client: client.read_output(query, user),
+        )
+
+    async def download_output(self, execution_id: str, name: str, user: str) -> Download:
+        """A file a run made, from whichever executor ran it."""
+        return await self._on_any(
+            f"file {name!r} of execution {execution_id!r}",
+            lambda client: client.download_output(execution_id, name, user),
+        )
 
     async def health(self) -> Health:
         """Every executor's state, as the router sees it."""

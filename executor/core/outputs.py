@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from executor.backends.capture import StreamCapture
 from executor.errors import NotFound
@@ -71,9 +72,15 @@ class OutputStore:
             max_bytes, self.directory / f"{execution_id}.{stream}", self.spill_limit
         )
 
+    def _entry(self, execution_id: str, user: str) -> StoredOutput:
+        stored = self._outputs.get(execution_id)
+        if stored is None:
+            stored = self._outputs[execution_id] = StoredOutput(user, {})
+        return stored
+
     def keep(self, execution_id: str, user: str, captures: dict[str, StreamCapture]) -> None:
         """Keep the whole output of an execution whose result was cut."""
-        files = {}
+        stored = self._entry(execution_id, user)
         for stream, capture in captures.items():
             path = self.directory / f"{execution_id}.{stream}"
             if capture.spilled:
@@ -82,11 +89,30 @@ class OutputStore:
                 path.write_bytes(bytes(capture.head) + capture.tail)
             else:
                 continue
-            files[stream] = path
-        stored = StoredOutput(user, files)
-        self._outputs[execution_id] = stored
-        self._bytes += stored.size()
+            stored.files[stream] = path
+            self._bytes += path.stat().st_size
         self._evict()
+
+    def keep_file(self, execution_id: str, user: str, name: str, data: bytes) -> None:
+        """Keep a file an execution made (a figure) for its owner, as outputs are kept."""
+        stored = self._entry(execution_id, user)
+        path = self.directory / f"{execution_id}.{name}"
+        path.write_bytes(data)
+        stored.files[name] = path
+        self._bytes += len(data)
+        self._evict()
+
+    def open_file(self, execution_id: str, name: str, user: str) -> tuple[BinaryIO, int]:
+        """A kept file of an execution, open for reading, and its size (its owner only)."""
+        stored = self._outputs.get(execution_id)
+        path = stored.files.get(name) if stored is not None and stored.user == user else None
+        if path is None:
+            raise NotFound(
+                f"no file {name!r} of execution {execution_id!r}: files of a run are kept for "
+                f"{self.ttl_s:g} s, and only for the user who ran it"
+            )
+        file = open(path, "rb")  # noqa: SIM115  (the caller's download closes it)
+        return file, os.fstat(file.fileno()).st_size
 
     def discard(self, captures: dict[str, StreamCapture]) -> None:
         """Drop the spill files of an execution that is not kept."""

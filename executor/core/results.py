@@ -7,6 +7,8 @@ owner (the output store, and in a session a file the code can grep).
 """
 
 import asyncio
+import base64
+import binascii
 import logging
 import secrets
 from collections.abc import Callable
@@ -17,9 +19,9 @@ from executor.core.admission import RunPlan
 from executor.core.outputs import OutputStore
 from executor.core.truncation import Budget, fit_result, truncation_info
 from executor.errors import ExecutorError
-from schemas.execution import ExecuteResult, StreamTruncation, Truncation
+from schemas.execution import ExecuteResult, Image, StreamTruncation, Truncation
 from schemas.languages import Language
-from schemas.outputs import STREAMS
+from schemas.outputs import STREAMS, image_name
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,18 @@ def workspace_name(execution_id: str, stream: str) -> str:
     """Where a session keeps a cut output, relative to /home/user."""
     suffix = "" if stream == "stdout" else f".{stream}"
     return f".outputs/{execution_id}{suffix}.txt"
+
+
+def _valid_images(images: list[Image]) -> tuple[list[Image], list[bytes]]:
+    """The images whose data is base64, and their bytes (the others are dropped)."""
+    valid, data = [], []
+    for image in images:
+        try:
+            data.append(base64.b64decode(image.data, validate=True))
+        except (binascii.Error, ValueError):
+            continue
+        valid.append(image)
+    return valid, data
 
 
 def _byte_cut(outcome: RunOutcome) -> Truncation | None:
@@ -78,11 +92,14 @@ class Shaping:
         def where(part: str, first_line: int) -> str:
             if part not in STREAMS:
                 return "shorten what the code returns or prints"
-            api = f"GET /executions/{execution_id}/output?stream={part}&offset={first_line - 1}"
+            read = (
+                f"read_output(execution_id={execution_id!r}, stream={part!r}, "
+                f"offset={first_line - 1})"
+            )
             if session is None:
-                return f"read them with {api}"
+                return f"read them with {read}"
             path = f"/home/user/{workspace_name(execution_id, part)}"
-            return f"all of it is in {path} (from line {first_line}), or {api}"
+            return f"all of it is in {path} (from line {first_line}), or {read}"
 
         return where
 
@@ -96,6 +113,7 @@ class Shaping:
         session_sandbox: Sandbox | None,
     ) -> ExecuteResult:
         """The result within the budget; the whole output kept when anything was cut."""
+        images, image_data = _valid_images(outcome.images)
         full = ExecuteResult(
             execution_id=self.execution_id,
             language=language,
@@ -108,8 +126,13 @@ class Shaping:
             duration_ms=round(seconds * 1000),
             session_id=session_id,
             state_lost=outcome.state_lost,
-            images=outcome.images,
+            images=images,
         )
+        if len(images) < len(outcome.images):  # what a sandbox sends is checked, all of it
+            dropped = len(outcome.images) - len(images)
+            note = f"[code-exec: {dropped} image(s) were not valid base64 and were dropped]\n"
+            gap = "" if not full.stderr or full.stderr.endswith("\n") else "\n"
+            full.stderr = f"{full.stderr}{gap}{note}"
         # What the byte capture already dropped, per stream: (lines, bytes).
         lost = {
             name: (capture.total_lines - full_lines + 1, capture.total_bytes - capture.kept_bytes)
@@ -124,6 +147,10 @@ class Shaping:
             fitted, cut = fit_result(full, budget)
         byte_cut = _byte_cut(outcome)
         fitted.truncation = truncation_info(full, fitted, plan.encoding, byte_cut)
+        for index, data in enumerate(image_data):
+            # Kept like a cut output, so a front-end that cannot carry the image itself (Chat
+            # Completions' tool messages are text) can point at it.
+            self._outputs.keep_file(self.execution_id, self.user, image_name(index), data)
         if cut or byte_cut is not None:
             self._outputs.keep(self.execution_id, self.user, self.captures)
             if session_sandbox is not None:

@@ -213,6 +213,11 @@ class Executor:
         """Lines of the whole output of a cut result (read off the event loop)."""
         return await asyncio.to_thread(self.outputs.read, query, user)
 
+    async def download_output(self, execution_id: str, name: str, user: str) -> Download:
+        """A file a run made (a figure), kept for its owner."""
+        file, size = await asyncio.to_thread(self.outputs.open_file, execution_id, name, user)
+        return Download.from_file(file, size)
+
     # --- sessions ---
 
     async def open_session(self, language: Language, user: str) -> SessionInfo:

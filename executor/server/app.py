@@ -119,7 +119,5 @@ def create_app(
     app.include_router(
         file_routes("/sessions", get_executor, get_user, settings.max_file_bytes, **shared)
     )
-    app.include_router(
-        output_routes(["/executions/{execution_id}/output"], get_executor, get_user, **shared)
-    )
+    app.include_router(output_routes("/executions", get_executor, get_user, **shared))
     return app

@@ -16,8 +16,8 @@ TOOLS = ToolSet()
 def test_descriptions_follow_the_limits_in_force() -> None:
     default = ToolSet()
     run_code = default.get("run_code")
-    assert "timeout 30 s by default (max 300), 1 GiB of memory" in default.describe(run_code)
-    assert "token budget (default 2000)" in default.describe(run_code)
+    assert "Timeout 30 s (max 300), 1 GiB of memory" in default.describe(run_code)
+    assert "Output over 2000 tokens is cut" in default.describe(run_code)
     assert "15 minutes idle" in default.describe(default.get("open_session"))
     operator = ExecutorSettings(
         default_timeout_s=10,
@@ -29,20 +29,35 @@ def test_descriptions_follow_the_limits_in_force() -> None:
     )
     tuned = ToolSet(operator.limits())
     text = tuned.describe(tuned.get("run_code"))
-    assert "timeout 10 s by default (max 60), 512 MiB of memory" in text
-    assert "(default 800)" in text
+    assert "Timeout 10 s (max 60), 512 MiB of memory" in text
+    assert "Output over 800 tokens" in text
     assert "1 hour idle" in tuned.describe(tuned.get("open_session"))
     schema = tuned.input_schema(tuned.get("run_code"))
     assert schema["properties"]["timeout"]["description"] == (
-        "Seconds before the run is stopped (default 10, max 60)."
+        "Seconds (default 10, max 60)."
     )
 
 
 def test_front_ends_need_no_tool_names() -> None:
     hints = {tool.name: tool.hints for tool in TOOLS}
-    assert list(hints) == ["run_code", "open_session", "close_session"]
+    assert list(hints) == ["run_code", "open_session", "close_session", "read_output"]
     assert hints["close_session"].destructive and hints["close_session"].idempotent
-    assert not any(h.open_world or h.read_only for h in hints.values())
+    assert hints["read_output"].read_only
+    assert not any(h.open_world for h in hints.values())
+
+
+def test_input_schemas_are_self_contained_and_short() -> None:
+    import json
+
+    for tool in TOOLS:
+        schema = TOOLS.input_schema(tool)
+        text = json.dumps(schema)
+        for word in ("$ref", "$defs", '"title"', '"default"', '"null"'):
+            assert word not in text, (tool.name, word)
+        assert schema["type"] == "object" and schema["additionalProperties"] is False
+    run_code = TOOLS.input_schema(TOOLS.get("run_code"))
+    assert run_code["required"] == ["code"]
+    assert run_code["properties"]["language"]["enum"] == ["python", "javascript", "bash", "c"]
 
 
 @pytest.mark.anyio
@@ -78,10 +93,10 @@ async def test_outcomes_carry_text_structure_images_and_session_effects(
     sid = opened.structured["session_id"]  # type: ignore[index]
     assert opened.effect is not None and opened.effect.opened == sid
     assert f"session_id: {sid}" in opened.text
-    code = "print('hi')\nimage('iVBOR')\n6 * 7"
+    code = "print('hi')\nimage('iVBORw0KGgo=')\n6 * 7"
     ran = await TOOLS.call(call, "run_code", {"code": code, "session_id": sid})
     assert ran.text == "exit_code: 0\nstdout:\nhi\nvalue: 42\nimages: 1 PNG (returned separately)"
-    assert [i.data for i in ran.images] == ["iVBOR"] and not ran.is_error
+    assert [i.data for i in ran.images] == ["iVBORw0KGgo="] and not ran.is_error
     failed = await TOOLS.call(call, "run_code", {"code": "1/0"})
     assert failed.is_error and "ZeroDivisionError" in failed.text
     closed = await TOOLS.call(call, "close_session", {"session_id": sid})

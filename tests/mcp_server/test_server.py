@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import httpx
-import jsonschema
 import pytest
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
@@ -39,25 +38,38 @@ def _text(result: types.CallToolResult) -> str:
 async def test_tools_are_listed_with_schemas_and_honest_annotations(memory) -> None:  # type: ignore[no-untyped-def]
     session, _ = memory
     tools = {t.name: t for t in (await session.list_tools()).tools}
-    assert list(tools) == ["run_code", "open_session", "close_session"]
+    assert list(tools) == ["run_code", "open_session", "close_session", "read_output"]
     for tool in tools.values():
-        assert tool.outputSchema is not None and tool.inputSchema["type"] == "object"
-        assert tool.annotations is not None
-        assert tool.annotations.readOnlyHint is False and tool.annotations.openWorldHint is False
-    assert "session" in tools["run_code"].description and "no network" in (
-        tools["run_code"].description.lower().replace("there is no network", "no network")
-    )
+        # No output schema: clients would validate every result against it, and its words
+        # would cost tokens in every request that lists the tools.
+        assert tool.outputSchema is None and tool.inputSchema["type"] == "object"
+        assert "$ref" not in str(tool.inputSchema)
+        assert tool.annotations is not None and tool.annotations.openWorldHint is False
+    assert tools["run_code"].annotations.destructiveHint is False  # type: ignore[union-attr]
+    assert tools["read_output"].annotations.readOnlyHint is True  # type: ignore[union-attr]
+    assert tools["close_session"].annotations.idempotentHint is True  # type: ignore[union-attr]
+    assert "session_id" in tools["run_code"].description
+    assert "without network" in tools["run_code"].description
 
 
 async def test_run_code_returns_text_and_structured_content(memory) -> None:  # type: ignore[no-untyped-def]
-    session, _ = memory
-    tools = {t.name: t for t in (await session.list_tools()).tools}
-    result = await session.call_tool("run_code", {"code": "print('hello')\n6 * 7"})
+    session, executor = memory
+    plot = (
+        "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
+        if executor.backend.name == "local"
+        else "image('iVBORw0KGgo=')"
+    )
+    result = await session.call_tool("run_code", {"code": f"print('hello')\n{plot}\n6 * 7"})
     assert not result.isError
-    assert _text(result) == "exit_code: 0\nstdout:\nhello\nvalue: 42"
+    assert _text(result) == (
+        "exit_code: 0\nstdout:\nhello\nvalue: 42\nimages: 1 PNG (returned separately)"
+    )
     assert result.structuredContent is not None
-    jsonschema.validate(result.structuredContent, tools["run_code"].outputSchema)
     assert result.structuredContent["stdout"] == "hello\n"
+    # The image travels as an image, never as base64 inside structured data a model may read.
+    assert result.structuredContent["images"] == [{"format": "png"}]
+    [image] = [c for c in result.content if isinstance(c, types.ImageContent)]
+    assert image.mimeType == "image/png" and base64.b64decode(image.data)
 
 
 async def test_a_python_exception_is_an_error_result_with_its_traceback(memory) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +141,7 @@ async def test_stdio_with_a_real_code_exec_mcp_process() -> None:
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
-        assert len((await session.list_tools()).tools) == 3
+        assert len((await session.list_tools()).tools) == 4
         result = await session.call_tool("run_code", {"code": "print(sum(range(10)))"})
         assert _text(result) == "exit_code: 0\nstdout:\n45"
         result = await session.call_tool("run_code", {"code": "echo $((6*7))", "language": "bash"})
@@ -192,13 +204,13 @@ async def test_langchain_mcp_adapters_load_and_run_the_tools(http_api: Api) -> N
         }
     )
     tools = {tool.name: tool for tool in await client.get_tools()}
-    assert set(tools) == {"run_code", "open_session", "close_session"}
+    assert set(tools) == {"run_code", "open_session", "close_session", "read_output"}
     output = await tools["run_code"].ainvoke({"code": "print(2 ** 16)"})
     text = output if isinstance(output, str) else str(output)
     assert "65536" in text
 
 
-async def test_sessions_keep_state_and_close_when_the_client_goes(make_any_executor) -> None:  # type: ignore[no-untyped-def]
+async def test_sessions_outlive_the_connection_that_opened_them(make_any_executor) -> None:  # type: ignore[no-untyped-def]
     executor = await make_any_executor()
     real = executor.backend.name == "local"  # real sandboxes: a JavaScript session
     language, code = ("javascript", "const answer = 42") if real else ("python", "answer = 42")
@@ -207,10 +219,13 @@ async def test_sessions_keep_state_and_close_when_the_client_goes(make_any_execu
         opened = await session.call_tool("open_session", {"language": language})
         sid = opened.structuredContent["session_id"]  # type: ignore[index]
         await session.call_tool("run_code", {"code": code, "session_id": sid})
+    # A new connection (as langchain-mcp-adapters makes per call) finds the session.
+    async with create_connected_server_and_client_session(server) as session:
         again = await session.call_tool("run_code", {"code": "answer + 1", "session_id": sid})
         assert again.structuredContent["value"] == "43"  # type: ignore[index]
-        assert len(executor.sessions) == 1
-    assert len(executor.sessions) == 0, "the client went away but its session stayed open"
+        closed = await session.call_tool("close_session", {"session_id": sid})
+        assert not closed.isError
+    assert len(executor.sessions) == 0
 
 
 async def test_mcp_runs_count_against_the_per_user_cap(fake_state_dir) -> None:  # type: ignore[no-untyped-def]
@@ -238,3 +253,29 @@ async def test_mcp_runs_count_against_the_per_user_cap(fake_state_dir) -> None: 
     [served] = [_text(r) for r in results if not r.isError]
     assert served == "exit_code: 0\nstdout:\ndone"
     assert "1 runs of this user are in progress, the limit" in refused
+
+
+async def test_a_cut_output_is_read_back_with_read_output(memory) -> None:  # type: ignore[no-untyped-def]
+    session, _ = memory
+    code = "for i in range(3000):\n    print(f'row {i}')"
+    result = await session.call_tool("run_code", {"code": code, "max_output_tokens": 150})
+    marker = next(line for line in _text(result).splitlines() if line.startswith("[..."))
+    assert "read_output(execution_id=" in marker
+    call = marker.split("read_output(")[1].split(")")[0]
+    arguments = {
+        key.strip(): value.strip().strip("'")
+        for key, value in (part.split("=") for part in call.split(","))
+    }
+    page = await session.call_tool(
+        "read_output",
+        {
+            "execution_id": arguments["execution_id"],
+            "stream": arguments["stream"],
+            "offset": int(arguments["offset"]),
+            "limit": 3,
+        },
+    )
+    offset = int(arguments["offset"])
+    assert not page.isError
+    assert _text(page).splitlines()[1:] == [f"row {offset}", f"row {offset + 1}", f"row {offset + 2}"]
+    assert _text(page).startswith(f"stdout of {arguments['execution_id']}: lines {offset + 1}-{offset + 3} of 3000")

@@ -1,5 +1,6 @@
 """OpenAI function calling against a real server: the tool list and scripted agent loops."""
 
+import base64
 import json
 from typing import Any
 
@@ -33,7 +34,12 @@ def _assert_strict(schema: dict[str, Any], where: str = "parameters") -> None:
 
 def test_tool_lists_are_valid_openai_tools_in_strict_mode(api: Api) -> None:
     chat = api.http.get("/v1/tools").json()
-    assert [t["function"]["name"] for t in chat] == ["run_code", "open_session", "close_session"]
+    assert [t["function"]["name"] for t in chat] == [
+        "run_code",
+        "open_session",
+        "close_session",
+        "read_output",
+    ]
     adapter = TypeAdapter(ChatCompletionFunctionToolParam)
     for tool in chat:
         adapter.validate_python(tool, strict=True)
@@ -47,7 +53,8 @@ def test_tool_lists_are_valid_openai_tools_in_strict_mode(api: Api) -> None:
     # Optional arguments are nullable, so a model in strict mode can leave them out.
     run_code = chat[0]["function"]["parameters"]["properties"]
     assert {"type": "null"} in run_code["session_id"]["anyOf"]
-    assert run_code["code"] == {"type": "string", "description": "The source code to run."}
+    assert run_code["code"] == {"type": "string"}
+    assert "$ref" not in json.dumps(chat) and '"title"' not in json.dumps(chat)
 
 
 def _chat_call(
@@ -199,3 +206,36 @@ def test_structured_endpoint_for_wrappers(api: Api) -> None:
         "/v1/tools/close_session", json={"session_id": "ses_zzz"}, headers=api.headers()
     )
     assert missing.status_code == 404
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"fake image body").decode()
+
+
+def test_figures_reach_both_apis(api: Api) -> None:
+    code = (
+        f"image({PNG!r})\nprint('plotted')"
+        if api.backend is not None
+        else "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('plotted')"
+    )
+    arguments = json.dumps({"code": code})
+    # Responses: the figure is an input_image the model sees.
+    [reply] = api.http.post(
+        "/v1/tools/call",
+        json={"type": "function_call", "call_id": "fc", "name": "run_code", "arguments": arguments},
+        headers=api.headers(),
+    ).json()
+    TypeAdapter(FunctionCallOutput).validate_python(reply, strict=True)
+    text, image = reply["output"]
+    assert text["type"] == "input_text" and "plotted" in text["text"]
+    assert image["type"] == "input_image" and image["image_url"].startswith("data:image/png;base64,")
+    # Chat: tool messages are text, so the figure is a URL the user's token can fetch.
+    [message] = api.http.post(
+        "/v1/tools/call",
+        json={"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}},
+        headers=api.headers(),
+    ).json()
+    url = next(word for word in message["content"].split() if "/files/image-0.png" in word)
+    got = api.http.get(url, headers=api.headers())
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert got.content.startswith(b"\x89PNG")
+    assert api.http.get(url, headers=api.headers("mallory")).status_code == 404

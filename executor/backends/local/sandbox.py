@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +30,6 @@ from schemas.files import FileInfo
 from schemas.languages import Language
 
 _START_TIMEOUT_S = 30.0
-_DOWNLOAD_CHUNK = 1 << 20
 _KILLED_EXIT_CODE = 128 + signal.SIGKILL
 
 
@@ -354,18 +353,7 @@ class LocalSandbox:
     async def open_file(self, path: str, max_bytes: int) -> Download:
         """A file of /home/user, read in chunks (off the event loop) as the download is sent."""
         file, size = await asyncio.to_thread(self.workspace.open_regular, path, max_bytes)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with file:
-                left = size  # what was checked: code may grow the file meanwhile
-                while left > 0:
-                    chunk = await asyncio.to_thread(file.read, min(_DOWNLOAD_CHUNK, left))
-                    if not chunk:
-                        return
-                    left -= len(chunk)
-                    yield chunk
-
-        return Download(size, chunks())
+        return Download.from_file(file, size)
 
     async def list_files(self, path: str) -> list[FileInfo]:
         """List /home/user (or a directory in it), recursively."""

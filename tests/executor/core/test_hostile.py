@@ -141,3 +141,15 @@ async def test_outputs_of_an_executor_that_died_are_removed(make_fake_executor: 
     await make_fake_executor()
     assert not dead.exists()
     assert alive.exists()
+
+
+async def test_an_image_that_is_not_base64_is_dropped_not_an_error(
+    make_fake_executor: Any,
+) -> None:
+    executor = await make_fake_executor()
+    result = await executor.execute(
+        ExecuteRequest(code="image('not base64!')\nimage('iVBORw0KGgo=')\nprint('done')"), "u"
+    )
+    assert result.stdout == "done\n"
+    assert [i.data for i in result.images] == ["iVBORw0KGgo="]
+    assert "1 image(s) were not valid base64" in result.stderr

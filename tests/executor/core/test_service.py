@@ -145,8 +145,8 @@ async def test_a_cut_result_points_at_its_full_output_for_its_owner_only(
     assert result.truncation.stdout.kept_tokens is not None
     assert result.truncation.stdout.kept_tokens <= 300
     marker = next(line for line in result.stdout.splitlines() if line.startswith("[..."))
-    assert f"GET /executions/{result.execution_id}/output?stream=stdout&offset=" in marker
-    offset = int(marker.split("offset=")[1].split()[0])
+    assert f"read_output(execution_id={result.execution_id!r}, stream='stdout', offset=" in marker
+    offset = int(marker.split("offset=")[1].split(")")[0])
     page = await executor.read_output(
         OutputQuery(execution_id=result.execution_id, offset=offset, limit=3), "alice"
     )
@@ -201,7 +201,7 @@ async def test_markers_count_what_the_byte_capture_dropped_too(make_executor) ->
     assert abs(shown + dropped - total) <= 2, (shown, dropped)
     assert result.truncation is not None and result.truncation.stdout is not None
     assert result.truncation.stdout.original_lines == total
-    offset = int(marker.split("offset=")[1].split()[0])
+    offset = int(marker.split("offset=")[1].split(")")[0])
     page = await executor.read_output(
         OutputQuery(execution_id=result.execution_id, offset=offset, limit=1), "u"
     )
