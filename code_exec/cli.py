@@ -18,6 +18,15 @@ from openai_tools.config import ApiSettings
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("code-exec")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def parse_ttl(text: str) -> int:
     """Seconds of '90', '30m', '1h' or '2d'."""
     match = re.fullmatch(r"(\d+)([smhd]?)", text.strip())
@@ -109,29 +118,50 @@ def _key(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="code-exec", description=__doc__)
-    parser.add_argument("--log-level", default="info")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser(
-        "serve", help="everything on this machine: API with an embedded executor, dev token"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Before the command or after it: `code-exec --log-level warning mcp` or `code-exec mcp
+    # --log-level warning` (client configs are written both ways).
+    log_level = argparse.ArgumentParser(add_help=False)
+    log_level.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        type=str.lower,
+        choices=["debug", "info", "warning", "error", "critical"],
     )
-    api = commands.add_parser("api", help="the API service (default 127.0.0.1:8000)")
-    executor = commands.add_parser("executor", help="the executor's internal API (:8001)")
+    parser.add_argument("--log-level", default="info", type=str.lower)
+    commands = parser.add_subparsers(dest="command", required=True)
+    both = [log_level]
+    serve = commands.add_parser(
+        "serve",
+        parents=both,
+        help="everything on this machine: API with an embedded executor, dev token",
+    )
+    api = commands.add_parser("api", parents=both, help="the API service (default :8000)")
+    executor = commands.add_parser(
+        "executor", parents=both, help="the executor's internal API (:8001)"
+    )
     for sub in (serve, api, executor):
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
     executor.add_argument("--dev", action="store_true", help="generate an internal token")
     api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
-    mcp = commands.add_parser("mcp", help="the MCP server over stdio (Claude Desktop, ...)")
+    mcp = commands.add_parser(
+        "mcp", parents=both, help="the MCP server over stdio (Claude Desktop, ...)"
+    )
     mcp.add_argument("--executor-url", default=None, help="a remote executor (else in process)")
     mcp.add_argument("--user", default="local", help="who owns the sessions (default local)")
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create", help="mint a token (needs CODE_EXEC_JWT_SECRET)")
+    create = token_commands.add_parser(
+        "create", parents=both, help="mint a token (needs CODE_EXEC_JWT_SECRET)"
+    )
     create.add_argument("--user", required=True)
     create.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 1h, 30m, 2d")
     key = commands.add_parser("key", help="API keys")
     key_commands = key.add_subparsers(dest="key_command", required=True)
-    key_create = key_commands.add_parser("create", help="a new API key and its config line")
+    key_create = key_commands.add_parser(
+        "create", parents=both, help="a new API key and its config line"
+    )
     key_create.add_argument("--user", required=True)
     args = parser.parse_args(argv)
     # Logs go to stderr: over stdio, stdout is the MCP protocol's.

@@ -4,10 +4,16 @@ In memory, the tests run over the fake backend (fast tier) and over real sandbox
 """
 
 import base64
+import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -279,3 +285,78 @@ async def test_a_cut_output_is_read_back_with_read_output(memory) -> None:  # ty
     assert not page.isError
     assert _text(page).splitlines()[1:] == [f"row {offset}", f"row {offset + 1}", f"row {offset + 2}"]
     assert _text(page).startswith(f"stdout of {arguments['execution_id']}: lines {offset + 1}-{offset + 3} of 3000")
+
+
+def _mcp_process(state: Path) -> "subprocess.Popen[bytes]":
+    env = {
+        **os.environ,
+        "CODE_EXEC_STATE_DIR": str(state),
+        "CODE_EXEC_POOL_SIZES": '{"python": 1, "javascript": 0, "bash": 0, "c": 0}',
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "code_exec.cli", "mcp", "--log-level", "warning"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    messages = [
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "run_code", "arguments": {"code": "print(6 * 7)"}},
+        },
+    ]
+    for message in messages:
+        process.stdin.write((json.dumps(message) + "\n").encode())
+        process.stdin.flush()
+    replies = [json.loads(process.stdout.readline()) for _ in range(2)]
+    assert "42" in replies[1]["result"]["content"][0]["text"], replies
+    return process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGTERM", "end of input"])
+def test_code_exec_mcp_ends_cleanly(how: str) -> None:
+    from tests.processes import new_state_dir
+
+    state = new_state_dir()
+    try:
+        process = _mcp_process(state)
+        began = time.monotonic()
+        if how == "SIGTERM":
+            process.send_signal(signal.SIGTERM)
+        else:
+            assert process.stdin is not None
+            process.stdin.close()
+        assert process.wait(15) == 0
+        assert time.monotonic() - began < 10
+        # Nothing of it is left: no workspace, no mount.
+        assert not (state / f"exec-{process.pid}").exists()
+        assert str(state) not in Path("/proc/self/mounts").read_text()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_the_cli_says_its_version_and_takes_the_log_level_after_the_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "code_exec.cli", "--version"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("code-exec ")
+    from code_exec.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["mcp", "--log-level", "loud"])
+    assert caught.value.code == 2
