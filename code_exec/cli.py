@@ -7,7 +7,7 @@ import re
 import secrets
 import sys
 
-from code_exec.compose import connect
+from code_exec.compose import check_executor, connect
 from code_exec.serving import serve
 from executor.config import ClientSettings, ExecutorSettings
 from executor.server.app import create_app
@@ -40,6 +40,7 @@ def _executor(args: argparse.Namespace) -> int:
     settings = ExecutorSettings(**overrides)  # type: ignore[arg-type]
     host, port = args.host or settings.host, args.port or settings.port
     try:
+        check_executor(ClientSettings(), settings)
         app = create_app(settings)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
@@ -60,6 +61,7 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
     settings = ApiSettings(**overrides)  # type: ignore[arg-type]
     host, port = args.host or settings.api_host, args.port or settings.api_port
     try:
+        check_executor(settings, ExecutorSettings())
         app = create_api_app(settings, lambda: connect(settings))
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
@@ -101,6 +103,7 @@ def _mcp(args: argparse.Namespace) -> int:
     overrides = {"executor_url": args.executor_url} if args.executor_url else {}
     try:
         settings = ClientSettings(**overrides)
+        check_executor(settings, ExecutorSettings())
         anyio.run(serve_stdio, connect(settings), args.user)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)

@@ -33,6 +33,18 @@ async def _open(
     return executor
 
 
+def check_executor(settings: ClientSettings, executor_settings: ExecutorSettings) -> None:
+    """Fail with one line, before any server starts, when an in-process executor cannot run."""
+    if settings.remote or executor_settings.backend != "local":
+        return
+    python = executor_settings.runtime_dir / "python" / "bin" / "python"
+    if not python.exists():
+        raise RuntimeError(
+            f"the sandbox runtime is missing at {executor_settings.runtime_dir}: run `make "
+            "setup` in the checkout, or set CODE_EXEC_RUNTIME_DIR to where it was built"
+        )
+
+
 async def toolset_for(client: ExecutorClient, fallback: ExecutorSettings) -> ToolSet:
     """The tools described with the executor's limits (this process's settings if unknown)."""
     try:

@@ -8,6 +8,7 @@ statuses back into the same classes, so callers see one tree whichever client th
     ├── InvalidRequest          422  bad arguments (timeout above the limit, wrong language, ...)
     ├── PayloadTooLarge         413  code or a file over its size limit
     ├── Unauthorized            401  missing or wrong internal token
+    ├── Forbidden               403  not allowed whoever asks (another site's page on /mcp)
     ├── NotFound                404
     │   ├── SessionNotFound          unknown, expired or someone else's session
     │   └── FileNotFound
@@ -60,6 +61,13 @@ class Unauthorized(ExecutorError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(ExecutorError):
+    """The caller may not do this, whoever they are (a browser page of another origin)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(ExecutorError):

@@ -1,8 +1,10 @@
 """The MCP server over streamable HTTP, served at /mcp inside the API host.
 
-The host authenticates every request; this front-end only asks it who the user is (user_of),
-per request, so a leaked MCP session id lends nobody else's identity. An unauthenticated
-request raises the host's Unauthorized, which the host answers (401 with a challenge).
+Requests from a browser page of another origin are refused (403), as the MCP specification
+asks (DNS rebinding). The host authenticates every request; this front-end only asks it who
+the user is (user_of), per request, so a leaked MCP session id lends nobody else's identity.
+An unauthenticated request raises the host's Unauthorized, which the host answers (401 with a
+challenge).
 
 Each MCP session belongs to the user who opened it: the SDK's transport answers 404 to any
 request (a DELETE included) that carries another user's session id. And each user may hold
@@ -10,33 +12,65 @@ at most `max_sessions_per_user` MCP sessions at once, so nobody can fill the tra
 global session limit and lock everyone else out.
 """
 
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.context import RequestContext
 from starlette.types import Receive, Scope, Send
 
-from executor.errors import LimitExceeded, Unauthorized
+from executor.errors import Forbidden, LimitExceeded, Unauthorized
 from executor.interface import ExecutorClient
 from executor.tools import ToolSet
 from mcp_server.server import CodeExecServer
 
+
+class _QuietDisconnects(logging.Filter):
+    """The SDK logs an ERROR with a traceback whenever an HTTP client goes away (its stream is
+    closed under it): that is a client leaving, not a failure; it is logged at debug here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, anyio.ClosedResourceError | anyio.BrokenResourceError):
+            log.debug("an MCP client went away: %s", record.getMessage())
+            return False
+        return True
+
+
+logging.getLogger("mcp.server.streamable_http").addFilter(_QuietDisconnects())
+log = logging.getLogger(__name__)
+
 MAX_SESSIONS_PER_USER = 32
 SESSION_ID_HEADER = b"mcp-session-id"
+# Browsers on this machine (the Inspector's web UI, a local app) may call; other pages only
+# when the operator names their origins (CODE_EXEC_CORS_ORIGINS).
+LOCAL_ORIGINS = ("http://localhost", "http://127.0.0.1", "http://[::1]")
+
+
+def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a browser page from origin may call: a local origin (any port) or a named one."""
+    if origin in allowed:
+        return True
+    return any(origin == local or origin.startswith(local + ":") for local in LOCAL_ORIGINS)
 
 
 class McpHttp:
     """ASGI app: the host's user, then the MCP transport."""
 
     def __init__(
-        self, user_of: Callable[[Scope], str], max_sessions_per_user: int = MAX_SESSIONS_PER_USER
+        self,
+        user_of: Callable[[Scope], str],
+        max_sessions_per_user: int = MAX_SESSIONS_PER_USER,
+        allowed_origins: tuple[str, ...] = (),
     ) -> None:
         self.user_of = user_of
+        self.allowed_origins = allowed_origins
         self.max_sessions_per_user = max_sessions_per_user
         self.manager: StreamableHTTPSessionManager | None = None
         self._opening: Counter[str] = Counter()
@@ -69,9 +103,18 @@ class McpHttp:
         return sum(1 for owner in owners.values() if owner.get("subject") == user)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse the unauthenticated and those over their cap, then serve as the user."""
+        """Refuse foreign pages, the unauthenticated and those over their cap; then serve."""
         if scope["type"] != "http" or self.manager is None:
             return
+        raw = dict(scope["headers"]).get(b"origin")
+        origin = raw.decode("latin-1") if raw is not None else None
+        if origin is not None and not origin_allowed(origin, self.allowed_origins):
+            # A page of another site (DNS rebinding makes it look same-host) may not call, even
+            # with a token the browser holds: the MCP spec asks servers to check the Origin.
+            raise Forbidden(
+                f"origin {origin!r} may not call /mcp; name it in CODE_EXEC_CORS_ORIGINS if it "
+                "should"
+            )
         user = self.user_of(scope)
         # The SDK binds a session to the credential that opened it (client, issuer, subject).
         scope["user"] = AuthenticatedUser(

@@ -65,7 +65,7 @@ def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
     """The API app over the executor client `connect` opens when the app starts."""
     settings.check()
     auth = Authenticator(settings)
-    mcp = McpHttp(require_user)
+    mcp = McpHttp(require_user, allowed_origins=tuple(settings.cors_origins))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

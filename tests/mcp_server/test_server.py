@@ -360,3 +360,42 @@ def test_the_cli_says_its_version_and_takes_the_log_level_after_the_command() ->
     with pytest.raises(SystemExit) as caught:
         main(["mcp", "--log-level", "loud"])
     assert caught.value.code == 2
+
+
+def test_a_client_going_away_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import anyio
+
+    import mcp_server.http  # noqa: F401  (installs the filter)
+
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    with caplog.at_level(logging.DEBUG):
+        try:
+            raise anyio.ClosedResourceError
+        except anyio.ClosedResourceError:
+            sdk.exception("Error in standalone SSE writer")
+        try:
+            raise RuntimeError("a real failure")
+        except RuntimeError:
+            sdk.exception("something broke")
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["something broke"]
+
+
+@pytest.mark.slow
+def test_a_missing_runtime_is_one_line_not_a_traceback() -> None:
+    for command in (["serve", "--port", "1"], ["mcp"], ["executor", "--dev", "--port", "1"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "code_exec.cli", *command],
+            env={**os.environ, "CODE_EXEC_RUNTIME_DIR": "/nonexistent"},
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.strip().splitlines() == [
+            "code-exec: the sandbox runtime is missing at /nonexistent: run `make setup` in the "
+            "checkout, or set CODE_EXEC_RUNTIME_DIR to where it was built"
+        ], done.stderr

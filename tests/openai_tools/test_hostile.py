@@ -178,3 +178,35 @@ def test_unknown_paths_answer_in_the_envelope(app_api: Api) -> None:
     assert anonymous.status_code == 401
     known = app_api.http.get("/nowhere", headers=app_api.headers())
     assert known.status_code == 404 and known.json()["error"]["code"] == "not_found"
+
+
+def test_a_page_of_another_origin_may_not_call_mcp(app_api: Api) -> None:
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+    accept = {"Accept": "application/json, text/event-stream"}
+    for origin in ("http://evil.example.com", "https://localhost.evil.example"):
+        refused = app_api.http.post(
+            "/mcp", json=initialize, headers={**app_api.headers(), **accept, "Origin": origin}
+        )
+        assert refused.status_code == 403, (origin, refused.text)
+        assert "CODE_EXEC_CORS_ORIGINS" in refused.json()["error"]["message"]
+    session = _initialize_from(app_api, "http://localhost:6274")  # the Inspector's web UI
+    assert session
+
+
+def _initialize_from(api: Api, origin: str) -> str:
+    response = api.http.post(
+        "/mcp",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"},
+            },
+        },
+        headers={**api.headers("browser"), "Accept": "application/json, text/event-stream", "Origin": origin},
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["mcp-session-id"]
