@@ -8,6 +8,7 @@ import secrets
 import sys
 
 from code_exec.compose import check_executor, connect
+from code_exec.local_executor import ensure_local_executor
 from code_exec.serving import serve
 from executor.config import ClientSettings, ExecutorSettings
 from executor.server.app import create_app
@@ -41,7 +42,7 @@ def _executor(args: argparse.Namespace) -> int:
     host, port = args.host or settings.host, args.port or settings.port
     try:
         check_executor(ClientSettings(), settings)
-        app = create_app(settings)
+        app = create_app(settings, idle_exit_s=args.idle_exit)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
@@ -51,8 +52,9 @@ def _executor(args: argparse.Namespace) -> int:
             f"  {settings.require_token()}",
             file=sys.stderr,
         )
-    print(f"code-exec: executor on http://{host}:{port}", file=sys.stderr)
-    serve(app, host, port, args.log_level, settings.header_timeout_s)
+    where = args.unix_socket or f"http://{host}:{port}"
+    print(f"code-exec: executor on {where}", file=sys.stderr)
+    serve(app, host, port, args.log_level, settings.header_timeout_s, args.unix_socket)
     return 0
 
 
@@ -103,8 +105,14 @@ def _mcp(args: argparse.Namespace) -> int:
     overrides = {"executor_url": args.executor_url} if args.executor_url else {}
     try:
         settings = ClientSettings(**overrides)
-        check_executor(settings, ExecutorSettings())
-        anyio.run(serve_stdio, connect(settings), args.user)
+        executor_settings = ExecutorSettings()
+        check_executor(settings, executor_settings)
+        local = None
+        if not settings.remote and not args.in_process:
+            # Sessions outlive this process: clients start one `code-exec mcp` per call.
+            idle = max(executor_settings.session_idle_ttl_s, 60.0) + 60.0
+            local = ensure_local_executor(executor_settings, idle)
+        anyio.run(serve_stdio, connect(settings, executor_settings, local=local), args.user)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
@@ -147,12 +155,25 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--host", default=None)
         sub.add_argument("--port", type=int, default=None)
     executor.add_argument("--dev", action="store_true", help="generate an internal token")
+    executor.add_argument("--unix-socket", default=None, help="listen on this Unix socket")
+    executor.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        help="exit after this many seconds with no session and no request",
+    )
     api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
     mcp = commands.add_parser(
         "mcp", parents=both, help="the MCP server over stdio (Claude Desktop, ...)"
     )
     mcp.add_argument("--executor-url", default=None, help="a remote executor (else in process)")
     mcp.add_argument("--user", default="local", help="who owns the sessions (default local)")
+    mcp.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the executor inside this process (its sessions end with it) instead of the "
+        "shared local executor",
+    )
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(

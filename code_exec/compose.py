@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
+from code_exec.local_executor import LocalExecutor
 from executor.backends import Backend
 from executor.clients import CappedClient, HttpClient, RoutingClient
 from executor.config import ClientSettings, ExecutorSettings
@@ -20,8 +21,13 @@ from executor.tools import ToolSet
 
 
 async def _open(
-    settings: ClientSettings, executor_settings: ExecutorSettings, backend: Backend | None
+    settings: ClientSettings,
+    executor_settings: ExecutorSettings,
+    backend: Backend | None,
+    local: LocalExecutor | None,
 ) -> ExecutorClient:
+    if local is not None:
+        return HttpClient("http://local-executor", local.token, transport=local.transport())
     if settings.executor_urls:
         router = RoutingClient.over_http(settings.executor_urls, settings.require_token())
         await router.start()
@@ -59,14 +65,16 @@ async def connect(
     settings: ClientSettings,
     executor_settings: ExecutorSettings | None = None,
     backend: Backend | None = None,
+    local: LocalExecutor | None = None,
 ) -> AsyncIterator[tuple[ExecutorClient, ToolSet]]:
     """The capped executor client the settings name, and its tools; closed on exit.
 
-    An in-process executor uses `backend` when given (else the one its settings name).
+    An in-process executor uses `backend` when given (else the one its settings name); with
+    `local`, the client is the shared local executor's, over its Unix socket.
     """
     settings.check()
     executor_settings = executor_settings or ExecutorSettings()
-    inner = await _open(settings, executor_settings, backend)
+    inner = await _open(settings, executor_settings, backend, local)
     try:
         client = CappedClient(inner, settings.max_concurrent_runs_per_user)
         yield client, await toolset_for(client, executor_settings)

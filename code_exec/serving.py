@@ -72,14 +72,22 @@ def deadline_protocol(header_timeout_s: float) -> type[HttpToolsProtocol]:
     return HeaderDeadline
 
 
-def serve(app: Any, host: str, port: int, log_level: str, header_timeout_s: float) -> None:
-    """Run app with uvicorn until it is stopped."""
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout_s: float,
+    unix_socket: str | None = None,
+) -> None:
+    """Run app with uvicorn until it is stopped (on a Unix socket instead, when given one)."""
     files = raise_open_files_limit()
     log.debug("open files limit %s", files)
     uvicorn.run(
         app,
         host=host,
         port=port,
+        uds=unix_socket,
         log_level=log_level,
         loop="asyncio",
         http=deadline_protocol(header_timeout_s),

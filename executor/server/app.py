@@ -4,13 +4,18 @@ It serves an Executor to the API host in the two-machine layout; the routes map 
 onto executor.interface.ExecutorClient, which executor.clients.http calls.
 """
 
+import asyncio
 import logging
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from executor.config import ExecutorSettings
 from executor.core import Executor
@@ -27,20 +32,38 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: ExecutorSettings | None = None, executor: Executor | None = None
+    settings: ExecutorSettings | None = None,
+    executor: Executor | None = None,
+    idle_exit_s: float | None = None,
 ) -> FastAPI:
-    """The executor app; it owns (starts and closes) the executor unless one is given."""
+    """The executor app; it owns (starts and closes) the executor unless one is given.
+
+    With idle_exit_s, the process ends itself (SIGTERM, a clean shutdown) once it has had no
+    session and no request for that long: the local executor `code-exec mcp` shares.
+    """
     settings = settings or ExecutorSettings()
     settings.require_token()
     served = executor or Executor(settings)
+    last_request = time.monotonic()
+
+    async def exit_when_idle(seconds: float) -> None:
+        while True:
+            await asyncio.sleep(min(seconds, 5.0))
+            if not len(served.sessions) and time.monotonic() - last_request > seconds:
+                log.info("idle for %g s with no session: exiting", seconds)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if executor is None:
             await served.start()
+        idle = asyncio.create_task(exit_when_idle(idle_exit_s)) if idle_exit_s else None
         try:
             yield
         finally:
+            if idle is not None:
+                idle.cancel()
             if executor is None:
                 await served.aclose()
 
@@ -62,6 +85,21 @@ def create_app(
         return {}
 
     install_error_handlers(app, count)
+
+    if idle_exit_s:
+
+        class NoteActivity:
+            """Every request counts as activity (plain ASGI: streams pass through as they are)."""
+
+            def __init__(self, inner: ASGIApp) -> None:
+                self.inner = inner
+
+            async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+                nonlocal last_request
+                last_request = time.monotonic()
+                await self.inner(scope, receive, send)
+
+        app.add_middleware(NoteActivity)
 
     @app.get("/health")
     async def health(executor: ExecutorDep) -> Health:

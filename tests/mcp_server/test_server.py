@@ -4,6 +4,7 @@ In memory, the tests run over the fake backend (fast tier) and over real sandbox
 """
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -135,16 +136,37 @@ async def test_output_streams_as_progress_when_asked(memory) -> None:  # type: i
     assert len(seen) >= 3
 
 
-@pytest.mark.slow
-async def test_stdio_with_a_real_code_exec_mcp_process() -> None:
-    params = StdioServerParameters(
+@pytest.fixture
+def stdio_state() -> Iterator[Path]:
+    """A state dir for `code-exec mcp` processes; their shared executor is stopped after."""
+    from code_exec.local_executor import stop_local_executor
+    from executor.config import ExecutorSettings
+    from tests.processes import new_state_dir
+
+    state = new_state_dir()
+    yield state
+    assert stop_local_executor(ExecutorSettings(state_dir=state, _env_file=None))
+    # The shared executor cleaned up after itself: no workspace, no mount.
+    assert not list(state.glob("exec-*"))
+    assert str(state) not in Path("/proc/self/mounts").read_text()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def _stdio(state: Path, *extra: str) -> StdioServerParameters:
+    return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "code_exec.cli", "--log-level", "warning", "mcp"],
+        args=["-m", "code_exec.cli", "--log-level", "warning", "mcp", *extra],
         env={
             **os.environ,
+            "CODE_EXEC_STATE_DIR": str(state),
             "CODE_EXEC_POOL_SIZES": '{"python": 1, "javascript": 0, "bash": 0, "c": 0}',
         },
     )
+
+
+@pytest.mark.slow
+async def test_stdio_with_a_real_code_exec_mcp_process(stdio_state: Path) -> None:
+    params = _stdio(stdio_state)
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         assert len((await session.list_tools()).tools) == 4
@@ -152,6 +174,26 @@ async def test_stdio_with_a_real_code_exec_mcp_process() -> None:
         assert _text(result) == "exit_code: 0\nstdout:\n45"
         result = await session.call_tool("run_code", {"code": "echo $((6*7))", "language": "bash"})
         assert _text(result) == "exit_code: 0\nstdout:\n42"
+
+
+@pytest.mark.slow
+async def test_stdio_sessions_outlive_the_process_that_opened_them(stdio_state: Path) -> None:
+    """LangChain's stdio client starts one `code-exec mcp` per call: sessions must survive."""
+    async with stdio_client(_stdio(stdio_state)) as (r, w), ClientSession(r, w) as session:
+        await session.initialize()
+        opened = await session.call_tool("open_session", {})
+        sid = opened.structuredContent["session_id"]  # type: ignore[index]
+        await session.call_tool("run_code", {"code": "x = 41", "session_id": sid})
+    async with stdio_client(_stdio(stdio_state)) as (r, w), ClientSession(r, w) as session:
+        await session.initialize()
+        again = await session.call_tool("run_code", {"code": "x + 1", "session_id": sid})
+        assert _text(again) == "exit_code: 0\nvalue: 42"
+    # --in-process keeps the executor inside (its sessions end with it): the session is not there.
+    params = _stdio(stdio_state, "--in-process")
+    async with stdio_client(params) as (r, w), ClientSession(r, w) as session:
+        await session.initialize()
+        elsewhere = await session.call_tool("run_code", {"code": "x", "session_id": sid})
+        assert elsewhere.isError and "not found" in _text(elsewhere)
 
 
 @pytest.fixture(scope="module")
@@ -287,14 +329,14 @@ async def test_a_cut_output_is_read_back_with_read_output(memory) -> None:  # ty
     assert _text(page).startswith(f"stdout of {arguments['execution_id']}: lines {offset + 1}-{offset + 3} of 3000")
 
 
-def _mcp_process(state: Path) -> "subprocess.Popen[bytes]":
+def _mcp_process(state: Path, *extra: str) -> "subprocess.Popen[bytes]":
     env = {
         **os.environ,
         "CODE_EXEC_STATE_DIR": str(state),
         "CODE_EXEC_POOL_SIZES": '{"python": 1, "javascript": 0, "bash": 0, "c": 0}',
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "code_exec.cli", "mcp", "--log-level", "warning"],
+        [sys.executable, "-m", "code_exec.cli", "mcp", "--log-level", "warning", *extra],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
@@ -329,25 +371,19 @@ def _mcp_process(state: Path) -> "subprocess.Popen[bytes]":
 
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGTERM", "end of input"])
-def test_code_exec_mcp_ends_cleanly(how: str) -> None:
-    from tests.processes import new_state_dir
-
-    state = new_state_dir()
-    try:
-        process = _mcp_process(state)
-        began = time.monotonic()
-        if how == "SIGTERM":
-            process.send_signal(signal.SIGTERM)
-        else:
-            assert process.stdin is not None
-            process.stdin.close()
-        assert process.wait(15) == 0
-        assert time.monotonic() - began < 10
-        # Nothing of it is left: no workspace, no mount.
-        assert not (state / f"exec-{process.pid}").exists()
-        assert str(state) not in Path("/proc/self/mounts").read_text()
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
+@pytest.mark.parametrize("where", ["shared executor", "--in-process"])
+def test_code_exec_mcp_ends_cleanly(how: str, where: str, stdio_state: Path) -> None:
+    process = _mcp_process(stdio_state, *([where] if where == "--in-process" else []))
+    began = time.monotonic()
+    if how == "SIGTERM":
+        process.send_signal(signal.SIGTERM)
+    else:
+        assert process.stdin is not None
+        process.stdin.close()
+    assert process.wait(15) == 0
+    assert time.monotonic() - began < 10
+    # Nothing of its own is left (the shared executor's, if any, is checked by the fixture).
+    assert not (stdio_state / f"exec-{process.pid}").exists()
 
 
 def test_the_cli_says_its_version_and_takes_the_log_level_after_the_command() -> None:
@@ -399,3 +435,28 @@ def test_a_missing_runtime_is_one_line_not_a_traceback() -> None:
             "code-exec: the sandbox runtime is missing at /nonexistent: run `make setup` in the "
             "checkout, or set CODE_EXEC_RUNTIME_DIR to where it was built"
         ], done.stderr
+
+
+@pytest.mark.slow
+def test_the_shared_local_executor_exits_by_itself_when_idle(stdio_state: Path) -> None:
+    from code_exec.local_executor import ensure_local_executor
+    from executor.config import ExecutorSettings
+
+    settings = ExecutorSettings(
+        state_dir=stdio_state, pool_sizes={"python": 1, "javascript": 0, "bash": 0, "c": 0}
+    )
+    first = ensure_local_executor(settings, idle_exit_s=2)
+    again = ensure_local_executor(settings, idle_exit_s=2)
+    assert again == first  # one executor per user and state dir, not one per caller
+    pid = int((stdio_state / f"mcp-executor-{os.getuid()}" / "executor.pid").read_text())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the idle shared executor did not exit")
