@@ -27,6 +27,7 @@ from collections.abc import Callable
 import httpx
 
 from bench.common import api_process, bench_token, machine, ms, percentile, table
+from tests.mcp_wire import ACCEPT, initialize
 
 DURATION_S = float(os.environ.get("BENCH_HOSTILE_S", "60"))
 NORMAL_USERS = 4
@@ -209,18 +210,7 @@ def attackers(run: Run) -> list[Callable[[], None]]:
     def mcp_flood() -> None:
         for _ in range(50):
             response = http.post(
-                "/mcp",
-                json={
-                    "jsonrpc": "2.0",
-                    "id": 1,
-                    "method": "initialize",
-                    "params": {
-                        "protocolVersion": "2025-06-18",
-                        "capabilities": {},
-                        "clientInfo": {"name": "flood", "version": "1"},
-                    },
-                },
-                headers={**auth, "Accept": "application/json, text/event-stream"},
+                "/mcp", json=initialize(client="flood"), headers={**auth, **ACCEPT}
             )
             run.count("mcp", response.status_code)
         run.stop.wait(1)

@@ -63,6 +63,11 @@ def stop_local_executor(settings: ExecutorSettings, timeout_s: float = 30.0) -> 
         os.kill(pid, 15)
     except (FileNotFoundError, ValueError, ProcessLookupError):
         return True
+    return exited(pid, timeout_s)
+
+
+def exited(pid: int, timeout_s: float) -> bool:
+    """Whether the process has gone within timeout_s (reaped, if it is our child)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(ChildProcessError):

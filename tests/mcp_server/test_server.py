@@ -4,7 +4,6 @@ In memory, the tests run over the fake backend (fast tier) and over real sandbox
 """
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from mcp.shared.memory import create_connected_server_and_client_session
 
 from executor.tools import ToolSet
 from mcp_server.server import CodeExecServer
+from tests.mcp_wire import initialize
 from tests.openai_tools.conftest import Api, _port, mint, start_api
 
 pytestmark = pytest.mark.anyio
@@ -343,16 +343,7 @@ def _mcp_process(state: Path, *extra: str) -> "subprocess.Popen[bytes]":
     )
     assert process.stdin is not None and process.stdout is not None
     messages = [
-        {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
+        initialize(),
         {"jsonrpc": "2.0", "method": "notifications/initialized"},
         {
             "jsonrpc": "2.0",
@@ -386,16 +377,17 @@ def test_code_exec_mcp_ends_cleanly(how: str, where: str, stdio_state: Path) -> 
     assert not (stdio_state / f"exec-{process.pid}").exists()
 
 
-def test_the_cli_says_its_version_and_takes_the_log_level_after_the_command() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "code_exec.cli", "--version"], capture_output=True, text=True
-    )
-    assert done.returncode == 0 and done.stdout.startswith("code-exec ")
+def test_the_cli_says_its_version_and_takes_the_log_level_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from code_exec.cli import main
 
     with pytest.raises(SystemExit) as caught:
+        main(["--version"])
+    assert caught.value.code == 0 and capsys.readouterr().out.startswith("code-exec 0.")
+    with pytest.raises(SystemExit) as caught:
         main(["mcp", "--log-level", "loud"])
-    assert caught.value.code == 2
+    assert caught.value.code == 2 and "invalid choice: 'loud'" in capsys.readouterr().err
 
 
 def test_a_client_going_away_is_not_logged_as_an_error(caplog: pytest.LogCaptureFixture) -> None:
@@ -439,7 +431,7 @@ def test_a_missing_runtime_is_one_line_not_a_traceback() -> None:
 
 @pytest.mark.slow
 def test_the_shared_local_executor_exits_by_itself_when_idle(stdio_state: Path) -> None:
-    from code_exec.local_executor import ensure_local_executor
+    from code_exec.local_executor import ensure_local_executor, exited
     from executor.config import ExecutorSettings
 
     settings = ExecutorSettings(
@@ -449,14 +441,4 @@ def test_the_shared_local_executor_exits_by_itself_when_idle(stdio_state: Path) 
     again = ensure_local_executor(settings, idle_exit_s=2)
     assert again == first  # one executor per user and state dir, not one per caller
     pid = int((stdio_state / f"mcp-executor-{os.getuid()}" / "executor.pid").read_text())
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.2)
-    else:
-        raise AssertionError("the idle shared executor did not exit")
+    assert exited(pid, 30), "the idle shared executor did not exit"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from openai_tools.app import MAX_BODY_BYTES
+from tests.mcp_wire import ACCEPT, initialize
 from tests.openai_tools.conftest import Api, in_process_api, mint
 
 
@@ -127,21 +128,9 @@ def test_a_websocket_client_id_belongs_to_its_user(app_api: Api) -> None:
             )
 
 
-def _initialize(api: Api, user: str) -> str:
-    response = api.http.post(
-        "/mcp",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        },
-        headers={**api.headers(user), "Accept": "application/json, text/event-stream"},
-    )
+def _initialize(api: Api, user: str, origin: str | None = None) -> str:
+    headers = {**api.headers(user), **ACCEPT, **({"Origin": origin} if origin else {})}
+    response = api.http.post("/mcp", json=initialize(), headers=headers)
     assert response.status_code == 200, response.text
     return response.headers["mcp-session-id"]
 
@@ -161,9 +150,7 @@ def test_one_user_cannot_fill_the_mcp_session_limit(app_api: Api) -> None:
 
     opened = [_initialize(app_api, "flood") for _ in range(MAX_SESSIONS_PER_USER)]
     refused = app_api.http.post(
-        "/mcp",
-        json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-        headers={**app_api.headers("flood"), "Accept": "application/json, text/event-stream"},
+        "/mcp", json=initialize(), headers={**app_api.headers("flood"), **ACCEPT}
     )
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
     assert "MCP sessions of this user are open" in refused.json()["error"]["message"]
@@ -181,32 +168,10 @@ def test_unknown_paths_answer_in_the_envelope(app_api: Api) -> None:
 
 
 def test_a_page_of_another_origin_may_not_call_mcp(app_api: Api) -> None:
-    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
-    accept = {"Accept": "application/json, text/event-stream"}
     for origin in ("http://evil.example.com", "https://localhost.evil.example"):
         refused = app_api.http.post(
-            "/mcp", json=initialize, headers={**app_api.headers(), **accept, "Origin": origin}
+            "/mcp", json=initialize(), headers={**app_api.headers(), **ACCEPT, "Origin": origin}
         )
         assert refused.status_code == 403, (origin, refused.text)
         assert "CODE_EXEC_CORS_ORIGINS" in refused.json()["error"]["message"]
-    session = _initialize_from(app_api, "http://localhost:6274")  # the Inspector's web UI
-    assert session
-
-
-def _initialize_from(api: Api, origin: str) -> str:
-    response = api.http.post(
-        "/mcp",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "test", "version": "1"},
-            },
-        },
-        headers={**api.headers("browser"), "Accept": "application/json, text/event-stream", "Origin": origin},
-    )
-    assert response.status_code == 200, response.text
-    return response.headers["mcp-session-id"]
+    assert _initialize(app_api, "browser", "http://localhost:6274")  # the Inspector's web UI
