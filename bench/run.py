@@ -8,6 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 if __name__ == "__main__":
     for module in (
+        "bench.tools_bench",
         "bench.truncation_bench",
         "bench.executor_bench",
         "bench.api_bench",
