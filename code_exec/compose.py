@@ -43,12 +43,11 @@ def check_executor(settings: ClientSettings, executor_settings: ExecutorSettings
     """Fail with one line, before any server starts, when an in-process executor cannot run."""
     if settings.remote or executor_settings.backend != "local":
         return
-    python = executor_settings.runtime_dir / "python" / "bin" / "python"
-    if not python.exists():
-        raise RuntimeError(
-            f"the sandbox runtime is missing at {executor_settings.runtime_dir}: run `make "
-            "setup` in the checkout, or set CODE_EXEC_RUNTIME_DIR to where it was built"
-        )
+    from executor.backends.local.backend import missing_runtime  # the local backend's own check
+
+    missing = missing_runtime(executor_settings.runtime_dir)
+    if missing is not None:
+        raise RuntimeError(missing)
 
 
 async def toolset_for(client: ExecutorClient, fallback: ExecutorSettings) -> ToolSet:

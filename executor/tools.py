@@ -107,11 +107,6 @@ class Tool(ABC, Generic[A, R]):
             cls.name = name
             cls.arguments, cls.result = get_args(cls.__orig_bases__[0])  # type: ignore[attr-defined]
 
-    @property
-    def title(self) -> str:
-        """A human title (MCP annotations)."""
-        return self.name.replace("_", " ").capitalize()
-
     def describe(self, limits: Limits) -> str:
         """The description the model reads, with the limits in force."""
         return self.description.format(

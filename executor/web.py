@@ -145,12 +145,14 @@ class _TooLarge(StarletteHTTPException):
     (FastAPI lets HTTP exceptions raised while reading a body through as they are)."""
 
 
-def attachment(download: Download, path: str) -> StreamingResponse:
+def attachment(
+    download: Download, path: str, media_type: str = "application/octet-stream"
+) -> StreamingResponse:
     """A downloaded file, named after the last part of its path, sent as it is read."""
     name = quote(path.rsplit("/", 1)[-1], safe="")
     return StreamingResponse(
         download.chunks,
-        media_type="application/octet-stream",
+        media_type=media_type,
         headers={
             "Content-Disposition": f"attachment; filename*=UTF-8''{name}",
             "Content-Length": str(download.size),
@@ -231,10 +233,8 @@ def output_routes(
     ) -> StreamingResponse:
         """A file a run made and the executor kept (a figure: image-0.png), its owner only."""
         download = await client.download_output(execution_id, name, user)
-        response = attachment(download, name)
         if name.endswith(".png"):
-            response.media_type = "image/png"
-            response.headers["content-type"] = "image/png"
-        return response
+            return attachment(download, name, "image/png")
+        return attachment(download, name)
 
     return router

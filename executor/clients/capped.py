@@ -25,10 +25,6 @@ class RunLimiter:
         self.cap = cap
         self._running: defaultdict[str, int] = defaultdict(int)
 
-    def running(self, user: str) -> int:
-        """The user's runs in progress."""
-        return self._running.get(user, 0)
-
     @asynccontextmanager
     async def slot(self, user: str) -> AsyncIterator[None]:
         """Hold one of the user's run slots for the duration of the block."""

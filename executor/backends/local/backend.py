@@ -28,6 +28,16 @@ _MIB = 1024 * 1024
 _BWRAP_MIN_VERSION = (0, 8)
 
 
+def missing_runtime(runtime_dir: Path) -> str | None:
+    """What to do when the sandbox runtime is not at runtime_dir (None when it is there)."""
+    if (runtime_dir / "python" / "bin" / "python").exists():
+        return None
+    return (
+        f"the sandbox runtime is missing at {runtime_dir}: run `make setup` in the checkout, "
+        "or set CODE_EXEC_RUNTIME_DIR to where it was built"
+    )
+
+
 def _version_of(text: str) -> tuple[int, ...]:
     """(0, 8, 0) of "bubblewrap 0.8.0"; () when it says no version."""
     words = text.split()
@@ -95,12 +105,9 @@ class LocalBackend:
                 f"{self._bwrap_version or 'bubblewrap'} is too old: 0.8 or newer is needed "
                 "(Debian 12 has it); upgrade the bubblewrap package"
             )
-        python = self.settings.runtime_dir / "python" / "bin" / "python"
-        if not python.exists():
-            raise SandboxFailure(
-                f"the sandbox Python runtime is missing at {python}: run `make setup`, "
-                "or set CODE_EXEC_RUNTIME_DIR to where it was built"
-            )
+        missing = missing_runtime(self.settings.runtime_dir)
+        if missing is not None:
+            raise SandboxFailure(missing)
         self._cleanup_stale()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
