@@ -5,13 +5,14 @@ that says which field is wrong, the request-body limit, and the routes a session
 stored outputs are served by (the same on both servers, over any ExecutorClient).
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
 
+import anyio
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -39,6 +40,39 @@ def app_state(name: str, kind: type[T]) -> Callable[[Request], T]:
 
     get.__doc__ = f"The app's {name}."
     return get
+
+
+# Answered to a caller that has gone away: nobody reads it (nginx's "client closed request").
+CLIENT_GONE = 499
+
+
+async def unless_caller_leaves(
+    request: Request, work: Callable[[], Awaitable[Response]]
+) -> Response:
+    """work's response, or work cancelled as soon as the caller disconnects.
+
+    A run nobody waits for would otherwise hold its sandbox until its own timeout: a client
+    that timed out, a `code-exec mcp` that exited, an API host whose caller cancelled. The
+    body has been read by now, so the next message the server can receive is the disconnect.
+    """
+    response: Response = Response(status_code=CLIENT_GONE)
+    error: Exception | None = None
+    async with anyio.create_task_group() as tasks:
+
+        async def watch() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(watch)
+        try:
+            response = await work()
+        except Exception as exc:  # raised as itself, for the error handlers, not in a group
+            error = exc
+        tasks.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    return response
 
 
 def error_response(exc: ExecutorError, headers: dict[str, str] | None = None) -> JSONResponse:

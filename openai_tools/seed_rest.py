@@ -7,12 +7,12 @@ field of the result), or Server-Sent Events when the client asks for a stream.
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from executor.events import sse
 from executor.interface import OutputCallback
-from executor.web import file_routes, output_routes
+from executor.web import file_routes, output_routes, unless_caller_leaves
 from openai_tools.deps import ClientDep, UserDep, current_user, get_client
 from schemas.execution import ExecuteRequest, ExecuteResult, ExecutionError
 from schemas.languages import Language, LanguageName
@@ -51,7 +51,11 @@ async def run(body: RunRequest, request: Request, client: ClientDep, user: UserD
     """Run code (in a session when session_id is given); SSE when asked for a stream."""
     execute = ExecuteRequest.of(body)
     if not (body.stream or "text/event-stream" in request.headers.get("accept", "")):
-        return run_response(await client.execute(execute, user))
+
+        async def answer() -> Response:
+            return JSONResponse(run_response(await client.execute(execute, user)))
+
+        return await unless_caller_leaves(request, answer)
 
     async def go(on_output: OutputCallback) -> dict[str, Any]:
         return run_response(await client.execute(execute, user, on_output))
@@ -96,8 +100,6 @@ async def end_session(session_id: str, client: ClientDep, user: UserDep) -> dict
     return {"success": True, "message": "Session ended", "session_id": session_id}
 
 
-router.include_router(
-    file_routes(SESSIONS, get_client, current_user, MAX_UPLOAD_BYTES, tags=TAGS)
-)
+router.include_router(file_routes(SESSIONS, get_client, current_user, MAX_UPLOAD_BYTES, tags=TAGS))
 for outputs in ("/v1/executions", "/executions"):
     router.include_router(output_routes(outputs, get_client, current_user, tags=TAGS))

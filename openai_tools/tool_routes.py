@@ -3,10 +3,11 @@
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from executor.errors import InvalidRequest, LimitExceeded
 from executor.tools import Call, ToolOutcome, ToolSet
+from executor.web import unless_caller_leaves
 from openai_tools.deps import ClientDep, ToolsDep, UserDep
 from openai_tools.strict import strict_json_schema
 from schemas.outputs import image_name
@@ -105,37 +106,43 @@ def _responses_output(outcome: ToolOutcome) -> str | list[dict[str, Any]]:
     ]
 
 
-@router.post("/call")
+@router.post("/call", response_model=list[dict[str, Any]])
 async def call_tools(
     request: Request,
     client: ClientDep,
     tools: ToolsDep,
     user: UserDep,
     body: Annotated[Any, Body()],
-) -> list[dict[str, Any]]:
-    """Run the calls of a model's response in order; returns the messages to append."""
+) -> Response:
+    """Run the calls of a model's response in order; returns the messages to append. A
+    caller that leaves cancels the calls in progress."""
     calls, style = _normalise(body)
-    messages: list[dict[str, Any]] = []
-    for call_id, name, arguments in calls:
-        # Over the per-user cap, the whole request answers 429 with Retry-After: the loop
-        # retries the call, rather than the model reading about someone's concurrency.
-        outcome = await tools.call(Call(client, user), name, arguments, (LimitExceeded,))
-        if style == "chat":
-            text = _chat_text(outcome, str(request.base_url))
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
-        else:
-            messages.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": call_id,
-                    "output": _responses_output(outcome),
-                }
-            )
-    return messages
+
+    async def answer() -> Response:
+        messages: list[dict[str, Any]] = []
+        for call_id, name, arguments in calls:
+            # Over the per-user cap, the whole request answers 429 with Retry-After: the loop
+            # retries the call, rather than the model reading about someone's concurrency.
+            outcome = await tools.call(Call(client, user), name, arguments, (LimitExceeded,))
+            if style == "chat":
+                text = _chat_text(outcome, str(request.base_url))
+                messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
+            else:
+                messages.append(
+                    {
+                        "type": "function_call_output",
+                        "call_id": call_id,
+                        "output": _responses_output(outcome),
+                    }
+                )
+        return JSONResponse(messages)
+
+    return await unless_caller_leaves(request, answer)
 
 
 @router.post("/{name}")
 async def call_one(
+    request: Request,
     name: str,
     client: ClientDep,
     tools: ToolsDep,
@@ -143,5 +150,9 @@ async def call_one(
     arguments: Annotated[dict[str, Any], Body()],
 ) -> Response:
     """Call one tool with an arguments object; the structured result as JSON."""
-    result = await tools.invoke(Call(client, user), name, arguments)
-    return Response(result.model_dump_json(), media_type="application/json")
+
+    async def answer() -> Response:
+        result = await tools.invoke(Call(client, user), name, arguments)
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    return await unless_caller_leaves(request, answer)

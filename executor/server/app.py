@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -23,7 +23,13 @@ from executor.errors import ExecutorError
 from executor.events import ndjson
 from executor.interface import OutputCallback
 from executor.server.deps import ExecutorDep, UserDep, check_token, get_executor, get_user
-from executor.web import BodyLimit, file_routes, install_error_handlers, output_routes
+from executor.web import (
+    BodyLimit,
+    file_routes,
+    install_error_handlers,
+    output_routes,
+    unless_caller_leaves,
+)
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.health import Health
 from schemas.sessions import CloseSessionResult, OpenSessionRequest, SessionInfo
@@ -113,16 +119,21 @@ def create_app(
 
     @app.post("/execute", dependencies=guarded, response_model=ExecuteResult)
     async def execute(
+        http: Request,
         request: ExecuteRequest,
         executor: ExecutorDep,
         user: UserDep,
         stream: Annotated[bool, Query(description="Stream NDJSON output events.")] = False,
     ) -> Any:
-        """Run code in a fresh sandbox, or in a session."""
+        """Run code in a fresh sandbox, or in a session; a caller that leaves cancels it."""
         if not stream:
-            result = await executor.execute(request, user)
-            # Serialised once, by pydantic's core, rather than revalidated by FastAPI.
-            return Response(result.model_dump_json(), media_type="application/json")
+
+            async def answer() -> Response:
+                result = await executor.execute(request, user)
+                # Serialised once, by pydantic's core, rather than revalidated by FastAPI.
+                return Response(result.model_dump_json(), media_type="application/json")
+
+            return await unless_caller_leaves(http, answer)
 
         async def run(on_output: OutputCallback) -> Any:
             return (await executor.execute(request, user, on_output)).model_dump(mode="json")

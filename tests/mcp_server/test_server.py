@@ -6,7 +6,6 @@ In memory, the tests run over the fake backend (fast tier) and over real sandbox
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,9 +23,11 @@ from mcp.shared.memory import create_connected_server_and_client_session
 
 from executor.tools import ToolSet
 from mcp_server.server import CodeExecServer
+from tests.clients.servers import stdio_command, stdio_state
 from tests.mcp_wire import initialize
 from tests.openai_tools.conftest import Api, _port, mint, start_api
 
+__all__ = ["stdio_state"]
 pytestmark = pytest.mark.anyio
 
 
@@ -136,32 +137,9 @@ async def test_output_streams_as_progress_when_asked(memory) -> None:  # type: i
     assert len(seen) >= 3
 
 
-@pytest.fixture
-def stdio_state() -> Iterator[Path]:
-    """A state dir for `code-exec mcp` processes; their shared executor is stopped after."""
-    from code_exec.local_executor import stop_local_executor
-    from executor.config import ExecutorSettings
-    from tests.processes import new_state_dir
-
-    state = new_state_dir()
-    yield state
-    assert stop_local_executor(ExecutorSettings(state_dir=state, _env_file=None))
-    # The shared executor cleaned up after itself: no workspace, no mount.
-    assert not list(state.glob("exec-*"))
-    assert str(state) not in Path("/proc/self/mounts").read_text()
-    shutil.rmtree(state, ignore_errors=True)
-
-
 def _stdio(state: Path, *extra: str) -> StdioServerParameters:
-    return StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "code_exec.cli", "--log-level", "warning", "mcp", *extra],
-        env={
-            **os.environ,
-            "CODE_EXEC_STATE_DIR": str(state),
-            "CODE_EXEC_POOL_SIZES": '{"python": 1, "javascript": 0, "bash": 0, "c": 0}',
-        },
-    )
+    where = stdio_command(state, *extra)
+    return StdioServerParameters(command=where.command, args=where.args, env=where.env)
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -237,6 +238,31 @@ def test_stateless_sandboxes_are_never_reused(executor_process: ExecutorProcess)
     )
     outputs = [post(executor_process, {"code": code}).json()["stdout"] for _ in range(6)]
     assert outputs == ["False\n"] * 6
+
+
+def _live(proc: ExecutorProcess) -> int:
+    return int(httpx.get(f"{proc.url}/health").json()["backend"]["live_sandboxes"])
+
+
+def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_caller_that_leaves_cancels_its_run(executor_process: ExecutorProcess) -> None:
+    """A client that timed out or exited (a `code-exec mcp`, an API host whose caller
+    cancelled) must not leave its run holding a sandbox until the run's own timeout."""
+    _until(lambda: httpx.get(f"{executor_process.url}/health").json()["pools"]["python"]["ready"] == 4)
+    idle = _live(executor_process)
+    sleeper = {"code": "import time\ntime.sleep(60)", "timeout": 120}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{executor_process.url}/execute", json=sleeper, headers=AUTH, timeout=2)
+    began = time.monotonic()
+    _until(lambda: _live(executor_process) == idle)
+    assert time.monotonic() - began < 15
+    assert post(executor_process, {"code": "print(6 * 7)"}).json()["stdout"] == "42\n"
 
 
 def test_an_empty_pool_answers_503_with_retry_after() -> None:

@@ -1,0 +1,117 @@
+"""The official `mcp` client (ClientSession) over stdio and streamable HTTP, through every flow
+of tests/clients/flows.py: each episode is a new connection (a new process over stdio)."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import McpError
+
+from tests.clients.flows import EPISODES, Play, Seen
+from tests.clients.servers import Http, Stdio, http, mcp_api, stdio, stdio_state
+from tests.openai_tools.conftest import Api
+
+__all__ = ["http", "mcp_api", "stdio", "stdio_state"]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+def seen(result: types.CallToolResult) -> Seen:
+    """The result as a model is given it: the text blocks, and the images beside them."""
+    text = "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+    images = sum(isinstance(c, types.ImageContent) for c in result.content)
+    return Seen(text, images)
+
+
+@asynccontextmanager
+async def connect(where: Stdio | Http) -> AsyncIterator[ClientSession]:
+    """An initialized session over stdio (a new process) or streamable HTTP."""
+    if isinstance(where, Stdio):
+        params = StdioServerParameters(command=where.command, args=where.args, env=where.env)
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            yield session
+        return
+    async with (
+        httpx.AsyncClient(headers=where.headers, timeout=60) as client,
+        streamable_http_client(where.url, http_client=client) as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def play(where: Stdio | Http) -> Play:
+    """Every flow, each episode over a connection of its own."""
+    done = Play()
+    for episode in EPISODES:
+        async with connect(where) as session:
+            listed = await session.list_tools()
+            assert {t.name for t in listed.tools} >= {"run_code", "open_session", "close_session"}
+            for step in episode:
+                result = await session.call_tool(step.tool, step.arguments(done.memory))
+                done.record(step, seen(result))
+    return done
+
+
+async def test_every_flow_over_stdio(stdio: Stdio) -> None:
+    await play(stdio)
+
+
+async def test_every_flow_over_streamable_http(http: Http) -> None:
+    await play(http)
+
+
+SLEEPER = {"code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "timeout": 120}
+
+
+def _live_sandboxes(api: Api) -> int:
+    return int(api.http.get("/health").json()["executor"]["backend"]["live_sandboxes"])
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
+    with anyio.fail_after(timeout_s):
+        while not predicate():  # noqa: ASYNC110 (polling another process's /health)
+            await anyio.sleep(0.1)
+
+
+async def test_a_cancelled_run_is_killed_over_streamable_http(mcp_api: Api, http: Http) -> None:
+    """notifications/cancelled ends the run: its sandbox goes, the server answers the next call."""
+    async with connect(http) as session:
+        await _until(lambda: _live_sandboxes(mcp_api) == 4)  # the pools, full
+        errors: list[str] = []
+
+        async def run() -> None:
+            with pytest.raises(McpError) as raised:
+                await session.call_tool("run_code", SLEEPER)
+            errors.append(raised.value.error.message)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run)
+            await _until(lambda: _live_sandboxes(mcp_api) == 5)  # running, and the pool refilled
+            cancel = types.CancelledNotification(
+                params=types.CancelledNotificationParams(requestId=1, reason="user pressed stop")
+            )
+            await session.send_notification(types.ClientNotification(cancel))
+            await _until(lambda: _live_sandboxes(mcp_api) == 4)
+        assert errors == ["Request cancelled"]
+        result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
+        assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
+
+
+async def test_a_client_that_goes_away_mid_run_leaves_nothing_running(
+    mcp_api: Api, http: Http
+) -> None:
+    await _until(lambda: _live_sandboxes(mcp_api) == 4)
+    with anyio.move_on_after(3):
+        async with connect(http) as session:
+            await session.call_tool("run_code", SLEEPER)
+    # The connection is gone: its run is cancelled and its sandbox removed.
+    await _until(lambda: _live_sandboxes(mcp_api) == 4)
+    async with connect(http) as session:
+        result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
+        assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
