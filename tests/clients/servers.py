@@ -10,7 +10,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.openai_tools.conftest import Api, _port, mint, start_api
@@ -58,6 +60,14 @@ def stdio_state() -> Iterator[Path]:
     assert not list(state.glob("exec-*"))
     assert str(state) not in Path("/proc/self/mounts").read_text()
     shutil.rmtree(state, ignore_errors=True)
+
+
+def shared_executor_health(state: Path) -> dict[str, Any]:
+    """/health of the shared executor `code-exec mcp` started over this state dir."""
+    socket = state / f"mcp-executor-{os.getuid()}" / "executor.sock"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket)), timeout=10) as http:
+        health: dict[str, Any] = http.get("http://executor/health").json()
+        return health
 
 
 @pytest.fixture

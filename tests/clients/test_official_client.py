@@ -3,6 +3,7 @@ of tests/clients/flows.py: each episode is a new connection (a new process over 
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 import httpx
@@ -13,7 +14,15 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
 from tests.clients.flows import EPISODES, Play, Seen
-from tests.clients.servers import Http, Stdio, http, mcp_api, stdio, stdio_state
+from tests.clients.servers import (
+    Http,
+    Stdio,
+    http,
+    mcp_api,
+    shared_executor_health,
+    stdio,
+    stdio_state,
+)
 from tests.openai_tools.conftest import Api
 
 __all__ = ["http", "mcp_api", "stdio", "stdio_state"]
@@ -113,5 +122,25 @@ async def test_a_client_that_goes_away_mid_run_leaves_nothing_running(
     # The connection is gone: its run is cancelled and its sandbox removed.
     await _until(lambda: _live_sandboxes(mcp_api) == 4)
     async with connect(http) as session:
+        result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
+        assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
+
+
+async def test_a_stdio_client_that_goes_away_mid_run_leaves_nothing_running(
+    stdio: Stdio, stdio_state: Path
+) -> None:
+    """The client ends `code-exec mcp` mid-run (its input closes): the shared executor, which
+    outlives it, cancels the run rather than keep its sandbox until the run's timeout."""
+
+    def live() -> int:
+        return int(shared_executor_health(stdio_state)["backend"]["live_sandboxes"])
+
+    async with connect(stdio) as session:  # the shared executor starts
+        await session.call_tool("run_code", {"code": "print(1)"})
+    with anyio.move_on_after(3):
+        async with connect(stdio) as session:
+            await session.call_tool("run_code", SLEEPER)
+    await _until(lambda: live() == 1)  # the pool's one sandbox, and no run
+    async with connect(stdio) as session:
         result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
         assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
