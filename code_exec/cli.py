@@ -5,15 +5,19 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import sys
+
+from pydantic import ValidationError
 
 from code_exec.compose import check_executor, connect
 from code_exec.local_executor import ensure_local_executor
 from code_exec.serving import serve
 from executor.config import ClientSettings, ExecutorSettings
+from executor.errors import ExecutorError, validation_text
 from executor.server.app import create_app
 from openai_tools.app import create_api_app
-from openai_tools.auth import Authenticator, hash_api_key
+from openai_tools.auth import MAX_SUBJECT_CHARS, hash_api_key, issue_token
 from openai_tools.config import ApiSettings
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -58,23 +62,33 @@ def _executor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _api(args: argparse.Namespace, *, dev: bool) -> int:
+def _failure(exc: Exception) -> int:
+    reason = validation_text(exc.errors()) if isinstance(exc, ValidationError) else str(exc)
+    print(f"code-exec: {reason}", file=sys.stderr)
+    return 2
+
+
+def _api_settings(dev: bool) -> ApiSettings:
     overrides: dict[str, object] = {"dev_mode": True} if dev else {}
-    settings = ApiSettings(**overrides)  # type: ignore[arg-type]
-    host, port = args.host or settings.api_host, args.port or settings.api_port
+    return ApiSettings(**overrides)  # type: ignore[arg-type]
+
+
+def _api(args: argparse.Namespace, *, dev: bool) -> int:
     try:
+        settings = _api_settings(dev)
         check_executor(settings, ExecutorSettings())
         app = create_api_app(settings, lambda: connect(settings))
-    except RuntimeError as exc:
-        print(f"code-exec: {exc}", file=sys.stderr)
-        return 2
+    except (RuntimeError, ValidationError) as exc:
+        return _failure(exc)
+    host, port = args.host or settings.api_host, args.port or settings.api_port
     where = ", ".join(settings.executor_urls) or settings.executor_url or "in this process"
     print(
         f"code-exec: API on http://{host}:{port} (docs /docs, MCP /mcp), executor {where}",
         file=sys.stderr,
     )
     if dev:
-        token = Authenticator(settings).issue("dev", 12 * 3600)
+        token = issue_token(settings, "dev", 12 * 3600)
+        kept = settings.dev_secret_file
         print(
             "code-exec: dev token for user 'dev', valid 12 h:\n"
             f"  export TOKEN={token}\n"
@@ -82,18 +96,31 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
             '$TOKEN" -H "Content-Type: application/json" -d \'{"code": "print(1 + 1)"}\'',
             file=sys.stderr,
         )
+        if kept is not None:
+            print(
+                f"code-exec: dev tokens are signed with the secret kept in {kept}: they outlive "
+                "restarts (delete it and restart to revoke them all); `code-exec token create "
+                "--dev --user NAME` mints more",
+                file=sys.stderr,
+            )
     serve(app, host, port, args.log_level, settings.header_timeout_s)
     return 0
 
 
 def _token(args: argparse.Namespace) -> int:
     try:
-        settings = ApiSettings()
-        settings.check()
-        print(Authenticator(settings).issue(args.user, args.ttl))
-    except Exception as exc:  # noqa: BLE001  (the message is the product here)
-        print(f"code-exec: {exc}", file=sys.stderr)
-        return 2
+        settings = _api_settings(args.dev)
+        token = issue_token(settings, args.user, args.ttl)
+    except (RuntimeError, ValidationError, ExecutorError) as exc:
+        return _failure(exc)
+    if settings.dev_secret_file is not None:
+        print(
+            f"code-exec: dev token, signed with the secret in {settings.dev_secret_file}: a dev "
+            "server (`code-exec serve`, `code-exec api --dev`) with this CODE_EXEC_STATE_DIR "
+            "accepts it",
+            file=sys.stderr,
+        )
+    print(token)
     return 0
 
 
@@ -120,9 +147,27 @@ def _mcp(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
+    user: str = args.user
+    if not user or len(user) > MAX_SUBJECT_CHARS or any(c in user for c in ",: \t\n\r"):
+        print(
+            f"code-exec: user {user[:80]!r}: a user name for a key is 1 to {MAX_SUBJECT_CHARS} "
+            "characters without spaces, ',' or ':'",
+            file=sys.stderr,
+        )
+        return 2
     key = f"ce_{secrets.token_urlsafe(32)}"
-    print(f"API key for {args.user} (give it to them; it is not stored):\n  {key}")
-    print(f"Add to CODE_EXEC_API_KEYS (comma-separated):\n  {args.user}:{hash_api_key(key)}")
+    digest = hash_api_key(key)
+    named = os.environ.get("CODE_EXEC_API_KEYS_FILE")
+    keys_file = shlex.quote(named) if named else '"$CODE_EXEC_API_KEYS_FILE"'
+    print(f"API key for {user} (give it to them; it is not stored):\n  {key}")
+    print(
+        "To accept it, add its line to the keys file (a running server reads the file again "
+        f"when it changes, no restart):\n  echo {shlex.quote(f'{user} {digest}')} >> {keys_file}"
+    )
+    print(
+        "or add it to CODE_EXEC_API_KEYS (comma-separated; read at start, so restart the "
+        f"server):\n  {user}:{digest}"
+    )
     return 0
 
 
@@ -162,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="exit after this many seconds with no session and no request",
     )
-    api.add_argument("--dev", action="store_true", help="generate a JWT secret and a token")
+    api.add_argument(
+        "--dev",
+        action="store_true",
+        help="sign tokens with a dev secret kept in the state dir (made once), print a token",
+    )
     mcp = commands.add_parser(
         "mcp", parents=both, help="the MCP server over stdio (Claude Desktop, ...)"
     )
@@ -177,9 +226,17 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(
-        "create", parents=both, help="mint a token (needs CODE_EXEC_JWT_SECRET)"
+        "create",
+        parents=both,
+        help="mint a token (with CODE_EXEC_JWT_SECRET, or --dev)",
     )
     create.add_argument("--user", required=True)
+    create.add_argument(
+        "--dev",
+        action="store_true",
+        help="sign with the dev secret a dev server (serve, api --dev) keeps in the same "
+        "CODE_EXEC_STATE_DIR, when CODE_EXEC_JWT_SECRET is not set",
+    )
     create.add_argument("--ttl", type=parse_ttl, default=3600, help="e.g. 1h, 30m, 2d")
     key = commands.add_parser("key", help="API keys")
     key_commands = key.add_subparsers(dest="key_command", required=True)

@@ -6,6 +6,7 @@
         /execute, /execute-stream, ws /   the seeds' streaming   (openai_tools.seed_stream)
         /mcp                              MCP over HTTP          (mcp_server.http)
         /v1/auth/token, /health           the host's own
+        /.well-known/oauth-protected-resource[/mcp]  RFC 9728 metadata (openai_tools.auth)
     every front-end ─► the one ExecutorClient the composition root connected (capped per user)
 """
 
@@ -14,18 +15,19 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
-from executor.errors import ExecutorError, InvalidRequest, Unauthorized
+from executor.errors import ExecutorError, InvalidRequest, NotFound
 from executor.interface import ExecutorClient
 from executor.tools import ToolSet
 from executor.web import BodyLimit, install_error_handlers
 from mcp_server.http import McpHttp
 from openai_tools import seed_rest, seed_stream, tool_routes
-from openai_tools.auth import Authenticator, AuthMiddleware, require_user
+from openai_tools.auth import MCP_PATH, METADATA_PATH, Authenticator, AuthMiddleware, require_user
 from openai_tools.config import ApiSettings
 from openai_tools.deps import AuthDep, ClientDep
 from schemas.text import Text
@@ -45,6 +47,8 @@ PUBLIC_ROUTES = frozenset(
         ("GET", "/openapi.json"),
         ("GET", "/v1/tools"),
         ("POST", "/v1/auth/token"),
+        ("GET", METADATA_PATH),
+        ("GET", METADATA_PATH + MCP_PATH),
     }
 )
 """What anyone may call without a token; every other HTTP request is refused before its body."""
@@ -55,10 +59,6 @@ class TokenRequest(BaseModel):
 
     api_key: Text = Field(max_length=1024)
     ttl_s: int | None = Field(default=None, gt=0)
-
-
-def _challenge(exc: ExecutorError) -> dict[str, str]:
-    return {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else {}
 
 
 def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
@@ -99,7 +99,7 @@ def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    install_error_handlers(app, _challenge)
+    install_error_handlers(app)  # 401s get their challenge in AuthMiddleware
 
     @app.get("/health", tags=["health"])
     async def health(client: ClientDep) -> dict[str, Any]:
@@ -119,8 +119,24 @@ def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
             raise InvalidRequest(f"ttl_s may be at most {settings.token_ttl_s}")
         return {"access_token": auth.issue(user, ttl), "token_type": "bearer", "expires_in": ttl}
 
+    @app.get(METADATA_PATH, tags=["auth"])
+    @app.get(METADATA_PATH + MCP_PATH, tags=["auth"])
+    async def protected_resource(request: Request) -> JSONResponse:
+        """RFC 9728 metadata of this server (/mcp's under …/mcp): where its tokens come from."""
+        base = auth.public_base(request.scope)
+        if base is None:
+            raise NotFound(
+                "this server does not know its public URL: set CODE_EXEC_PUBLIC_URL to its "
+                "origin (https://…), or reach it as localhost"
+            )
+        resource = MCP_PATH if request.scope["path"].endswith(MCP_PATH) else ""
+        # Public and credential-free: any page may read it (browser clients discover here).
+        return JSONResponse(
+            auth.resource_metadata(base, resource), headers={"Access-Control-Allow-Origin": "*"}
+        )
+
     app.include_router(tool_routes.router)
     app.include_router(seed_rest.router)
     app.include_router(seed_stream.router)
-    app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
+    app.router.routes.append(Route(MCP_PATH, mcp, methods=["GET", "POST", "DELETE"]))
     return app

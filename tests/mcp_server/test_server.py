@@ -187,7 +187,8 @@ async def test_streamable_http_needs_a_token(http_api: Api) -> None:
             headers={"Accept": "application/json, text/event-stream"},
         )
     assert response.status_code == 401
-    assert response.headers["WWW-Authenticate"] == "Bearer"
+    metadata = f"{http_api.url}/.well-known/oauth-protected-resource/mcp"
+    assert response.headers["WWW-Authenticate"] == f'Bearer resource_metadata="{metadata}"'
 
 
 async def test_streamable_http_and_sessions_are_private_to_their_user(http_api: Api) -> None:
