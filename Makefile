@@ -28,15 +28,10 @@ $(VENV_STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,bench,e2b]'
 	@touch $@
 
-# Debian's /usr/bin/python3 so that the runtime depends on nothing outside /usr and itself.
-$(RUNTIME_STAMP): deploy/runtime-requirements.txt $(SYSTEM_STAMP)
-	@echo "code-exec: building the sandbox Python runtime in $(RUNTIME)/python"
-	@/usr/bin/python3 -m venv --clear $(RUNTIME)/python
-	@$(RUNTIME)/python/bin/python -m pip install -q --disable-pip-version-check -r deploy/runtime-requirements.txt
-	@# A prebuilt matplotlib font cache, copied into each sandbox, spares every plot a rebuild.
-	@rm -rf $(RUNTIME)/mplconfig && mkdir -p $(RUNTIME)/mplconfig
-	@MPLCONFIGDIR=$(abspath $(RUNTIME))/mplconfig $(RUNTIME)/python/bin/python -c 'import matplotlib.pyplot'
-	@touch $@
+# `code-exec setup` builds it (from Debian's /usr/bin/python3, so that the runtime depends on
+# nothing outside /usr and itself), as it does for a pip/pipx/uv install; it writes the stamp.
+$(RUNTIME_STAMP): executor/backends/local/runtime-requirements.txt $(SYSTEM_STAMP) $(VENV_STAMP)
+	@$(BIN)/code-exec --log-level warning setup --runtime-dir $(RUNTIME) --force
 
 serve: setup
 	$(BIN)/code-exec serve

@@ -7,6 +7,7 @@ import re
 import secrets
 import shlex
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -146,6 +147,38 @@ def _mcp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup(args: argparse.Namespace) -> int:
+    """Build what the local backend needs and say what the machine lacks."""
+    from executor.backends.local.runtime import (
+        build_runtime,
+        missing_system_packages,
+        runtime_ready,
+    )
+
+    runtime = Path(args.runtime_dir) if args.runtime_dir else ExecutorSettings().runtime_dir
+    missing = missing_system_packages()
+    if runtime_ready(runtime) and not args.force:
+        print(f"code-exec: the sandbox runtime is ready at {runtime}", file=sys.stderr)
+    else:
+        print(f"code-exec: building the sandbox runtime at {runtime} ...", file=sys.stderr)
+        try:
+            build_runtime(runtime)
+        except RuntimeError as exc:
+            return _failure(exc)
+        print(f"code-exec: built the sandbox runtime at {runtime}", file=sys.stderr)
+    if missing:
+        print(
+            "code-exec: this machine lacks what the sandboxes need; Debian/Ubuntu:\n"
+            f"  sudo apt-get install {' '.join(missing)}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.runtime_dir and runtime != ExecutorSettings().runtime_dir:
+        print(f"code-exec: run with CODE_EXEC_RUNTIME_DIR={runtime}", file=sys.stderr)
+    print("code-exec: ready: `code-exec mcp` (stdio) or `code-exec serve`", file=sys.stderr)
+    return 0
+
+
 def _key(args: argparse.Namespace) -> int:
     user: str = args.user
     if not user or len(user) > MAX_SUBJECT_CHARS or any(c in user for c in ",: \t\n\r"):
@@ -223,6 +256,18 @@ def main(argv: list[str] | None = None) -> int:
         help="run the executor inside this process (its sessions end with it) instead of the "
         "shared local executor",
     )
+    setup = commands.add_parser(
+        "setup",
+        parents=both,
+        help="build the sandbox runtime (after pip/pipx/uv install) and check the machine",
+    )
+    setup.add_argument(
+        "--runtime-dir",
+        default=None,
+        help="where to build it (default: CODE_EXEC_RUNTIME_DIR, else <prefix>/share/code-exec/"
+        "runtime)",
+    )
+    setup.add_argument("--force", action="store_true", help="build it again even if ready")
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(
@@ -262,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args)
         case "mcp":
             return _mcp(args)
+        case "setup":
+            return _setup(args)
         case _:
             return _key(args)
 

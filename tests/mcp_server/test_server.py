@@ -403,8 +403,9 @@ def test_a_missing_runtime_is_one_line_not_a_traceback() -> None:
         )
         assert done.returncode == 2, (command, done.stderr)
         assert done.stderr.strip().splitlines() == [
-            "code-exec: the sandbox runtime is missing at /nonexistent: run `make setup` in the "
-            "checkout, or set CODE_EXEC_RUNTIME_DIR to where it was built"
+            "code-exec: the sandbox runtime is missing at /nonexistent: build it with "
+            "`code-exec setup` (`make setup` in a checkout), or set CODE_EXEC_RUNTIME_DIR to "
+            "where it was built"
         ], done.stderr
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from executor.backends.local.limits import CgroupLimiter
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
+from executor.backends.local.runtime import runtime_ready
 from executor.backends.local.sandbox import LocalSandbox, SandboxContext
 from executor.backends.local.seccomp import compile_filter
 from executor.backends.local.workspace import Workspace, tmpfs_supported
@@ -30,11 +31,11 @@ _BWRAP_MIN_VERSION = (0, 8)
 
 def missing_runtime(runtime_dir: Path) -> str | None:
     """What to do when the sandbox runtime is not at runtime_dir (None when it is there)."""
-    if (runtime_dir / "python" / "bin" / "python").exists():
+    if runtime_ready(runtime_dir):
         return None
     return (
-        f"the sandbox runtime is missing at {runtime_dir}: run `make setup` in the checkout, "
-        "or set CODE_EXEC_RUNTIME_DIR to where it was built"
+        f"the sandbox runtime is missing at {runtime_dir}: build it with `code-exec setup` "
+        "(`make setup` in a checkout), or set CODE_EXEC_RUNTIME_DIR to where it was built"
     )
 
 

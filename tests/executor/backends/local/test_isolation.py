@@ -434,6 +434,7 @@ async def test_pid_1_and_mountinfo_show_no_state_dir_pid_or_repository(
     try:
         (runtime / "python" / "bin").mkdir(parents=True)
         (runtime / "python" / "bin" / "python").symlink_to("/usr/bin/python3")
+        (runtime / "python" / ".installed").touch()  # the mark of a whole runtime
         backend = await make_backend(runtime_dir=runtime)
         sandbox = await backend.create(Language.BASH)
         outcome = await run(
