@@ -9,6 +9,8 @@ RUNTIME := $(VENV)/share/code-exec/runtime
 SYSTEM_STAMP := $(VENV)/.system-deps
 VENV_STAMP := $(VENV)/.installed
 RUNTIME_STAMP := $(RUNTIME)/python/.installed
+NPM_DIR := tests/clients/npm
+NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
 .PHONY: serve test test-fast bench stress lint setup clean
 
@@ -33,14 +35,22 @@ $(VENV_STAMP): pyproject.toml
 $(RUNTIME_STAMP): executor/backends/local/runtime-requirements.txt $(SYSTEM_STAMP) $(VENV_STAMP)
 	@$(BIN)/code-exec --log-level warning setup --runtime-dir $(RUNTIME) --force
 
+# The npm clients the tests drive (the MCP conformance suite, the MCP Inspector, and the
+# Node 22 they need), as package-lock.json pins them: nothing is downloaded at test time.
+$(NPM_STAMP): $(NPM_DIR)/package.json $(NPM_DIR)/package-lock.json $(SYSTEM_STAMP)
+	@bash deploy/install-system-deps.sh --with-npm
+	@echo "code-exec: installing the pinned npm test clients in $(NPM_DIR)"
+	@cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 serve: setup
 	$(BIN)/code-exec serve
 
-test: setup
+test: setup $(NPM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The fast tier: no real sandbox or process (the fake backend, in-process apps).
-test-fast: setup
+test-fast: setup $(NPM_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
@@ -57,4 +67,4 @@ lint: setup
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NPM_DIR)/node_modules

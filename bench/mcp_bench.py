@@ -7,6 +7,7 @@ in the same run.
 
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -18,6 +19,9 @@ from mcp.client.streamable_http import streamable_http_client
 
 from bench.api_bench import CALL
 from bench.common import api_process, bench_token, machine, ms, sample_posts, table
+from code_exec.local_executor import stop_local_executor
+from executor.config import ExecutorSettings
+from tests.processes import new_state_dir
 
 POOLS = '{"python": 8, "javascript": 0, "bash": 0, "c": 0}'
 
@@ -35,16 +39,22 @@ async def _mcp_samples(session: ClientSession, n: int) -> list[float]:
 
 
 async def stdio_samples(n: int) -> list[float]:
-    """run_code over stdio against a `code-exec mcp` process."""
+    """run_code over stdio against a `code-exec mcp` process (and the shared local executor
+    it starts, over its Unix socket; stopped after)."""
+    state = new_state_dir("code-exec-bench-")
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "code_exec.cli", "--log-level", "warning", "mcp"],
-        env={**os.environ, "CODE_EXEC_POOL_SIZES": POOLS},
+        env={**os.environ, "CODE_EXEC_POOL_SIZES": POOLS, "CODE_EXEC_STATE_DIR": str(state)},
     )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        await asyncio.sleep(3)  # let the pool fill
-        return await _mcp_samples(session, n)
+    try:
+        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            await asyncio.sleep(3)  # let the pool fill
+            return await _mcp_samples(session, n)
+    finally:
+        stop_local_executor(ExecutorSettings(state_dir=state, _env_file=None))
+        shutil.rmtree(state, ignore_errors=True)
 
 
 async def http_samples(url: str, token: str, n: int) -> list[float]:

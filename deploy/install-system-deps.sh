@@ -19,6 +19,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 [ -x /usr/bin/node ] || missing+=(nodejs)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# npm only for the tests' pinned clients (`make test`; Debian's nodejs does not include it).
+if [ "${1:-}" = "--with-npm" ]; then command -v npm >/dev/null 2>&1 || missing+=(npm); fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

@@ -10,6 +10,11 @@ Each MCP session belongs to the user who opened it: the SDK's transport answers 
 request (a DELETE included) that carries another user's session id. And each user may hold
 at most `max_sessions_per_user` MCP sessions at once, so nobody can fill the transport's
 global session limit and lock everyone else out.
+
+Streams are resumable: every SSE stream opens with a priming event (an id, and the `retry`
+interval to wait before reconnecting), and the events sent on it are kept for a while
+(mcp_server/events.py, bounded), so a client whose connection dropped mid-call reconnects
+with Last-Event-ID and gets what it missed, the result included.
 """
 
 import logging
@@ -19,8 +24,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext
 from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import StreamableHTTPServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.context import RequestContext
 from starlette.types import Receive, Scope, Send
@@ -28,6 +34,7 @@ from starlette.types import Receive, Scope, Send
 from executor.errors import Forbidden, LimitExceeded, Unauthorized
 from executor.interface import ExecutorClient
 from executor.tools import ToolSet
+from mcp_server.events import EventMemory
 from mcp_server.server import CodeExecServer
 
 
@@ -47,6 +54,8 @@ logging.getLogger("mcp.server.streamable_http").addFilter(_QuietDisconnects())
 log = logging.getLogger(__name__)
 
 MAX_SESSIONS_PER_USER = 32
+# How long a client waits before it reconnects to a stream that dropped (the SSE `retry`).
+RETRY_INTERVAL_MS = 1_000
 SESSION_ID_HEADER = b"mcp-session-id"
 # Browsers on this machine (the Inspector's web UI, a local app) may call; other pages only
 # when the operator names their origins (CODE_EXEC_CORS_ORIGINS).
@@ -58,6 +67,23 @@ def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
     if origin in allowed:
         return True
     return any(origin == local or origin.startswith(local + ":") for local in LOCAL_ORIGINS)
+
+
+class _SessionManager(StreamableHTTPSessionManager):
+    """The SDK's session manager, with events kept per session: the SDK hands one event store
+    to every session, whose streams are named alike (mcp_server/events.py says why)."""
+
+    def __init__(self, app: CodeExecServer, events: EventMemory) -> None:
+        super().__init__(app=app, retry_interval=RETRY_INTERVAL_MS)
+        self.events = events
+
+    def _admit_session(
+        self, requestor: AuthorizationContext | None
+    ) -> StreamableHTTPServerTransport | None:
+        transport = super()._admit_session(requestor)
+        if transport is not None:
+            transport._event_store = self.events.session()  # noqa: SLF001
+        return transport
 
 
 class McpHttp:
@@ -73,6 +99,7 @@ class McpHttp:
         self.allowed_origins = allowed_origins
         self.max_sessions_per_user = max_sessions_per_user
         self.manager: StreamableHTTPSessionManager | None = None
+        self.events = EventMemory()
         self._opening: Counter[str] = Counter()
 
     def bind(self, client: ExecutorClient, tools: ToolSet) -> None:
@@ -85,7 +112,7 @@ class McpHttp:
             return self.user_of(scope)
 
         server = CodeExecServer(client, tools, user_of)
-        self.manager = StreamableHTTPSessionManager(app=server)
+        self.manager = _SessionManager(server, self.events)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -2,7 +2,9 @@
 
 Results carry the same model-ready text as the OpenAI endpoint, structuredContent (the
 result's fields, never image bytes), PNG figures as ImageContent, and isError when the code
-failed. When the client asks for progress, output is reported as it is produced.
+failed. When the client asks for progress, output is reported as it is produced. A client that
+sets a log level (logging/setLevel) gets one log notification per tool call at that level or
+above: what was called, whether it failed, how long it took.
 
 Code sessions belong to the user, not to an MCP connection: clients that open a connection
 per call (langchain-mcp-adapters, pydantic-ai across agent runs) keep using a session_id
@@ -10,11 +12,14 @@ from an earlier connection. Sessions end by close_session, their idle TTL or the
 """
 
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
+from weakref import WeakKeyDictionary
 
 from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.session import ServerSession
 from mcp.shared.context import RequestContext
 
 from executor.interface import ExecutorClient, OutputCallback
@@ -28,6 +33,8 @@ INSTRUCTIONS = (
 )
 
 UserOf = Callable[[RequestContext[Any, Any, Any]], str]
+# MCP's log levels, least severe first.
+LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
 
 
 def _annotations(hints: Hints) -> types.ToolAnnotations:
@@ -61,12 +68,30 @@ class CodeExecServer(Server[Any, Any]):
         self.tools = tools
         self.user_of = user_of
         self._definitions = [tool_definition(tools, tool) for tool in tools]
+        # The level each connection asked for; forgotten with the connection.
+        self._log_levels: WeakKeyDictionary[ServerSession, types.LoggingLevel] = (
+            WeakKeyDictionary()
+        )
         self.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
         self.call_tool(validate_input=False)(self._call_tool)
+        self.set_logging_level()(self._set_logging_level)  # type: ignore[no-untyped-call]
 
     def options(self) -> Any:
-        """Initialization options (tools only)."""
+        """Initialization options (tools and logging)."""
         return self.create_initialization_options(NotificationOptions())
+
+    async def _set_logging_level(self, level: types.LoggingLevel) -> None:
+        self._log_levels[self.request_context.session] = level
+
+    async def _log(self, level: types.LoggingLevel, message: str) -> None:
+        """A log notification, to a client that asked for this level or a lower one."""
+        ctx = self.request_context
+        wanted = self._log_levels.get(ctx.session)
+        if wanted is None or LEVELS.index(level) < LEVELS.index(wanted):
+            return
+        await ctx.session.send_log_message(
+            level, message, logger="code-exec", related_request_id=ctx.request_id
+        )
 
     async def _list_tools(self) -> list[types.Tool]:
         return self._definitions
@@ -82,15 +107,25 @@ class CodeExecServer(Server[Any, Any]):
         async def report(stream: str, text: str) -> None:
             nonlocal sent
             sent += 1
+            # On the call's own stream (over HTTP), where it is kept for a client that resumes.
             await ctx.session.send_progress_notification(
-                token, progress=sent, message=text if stream == "stdout" else f"[{stream}] {text}"
+                token,
+                progress=sent,
+                message=text if stream == "stdout" else f"[{stream}] {text}",
+                related_request_id=str(ctx.request_id),
             )
 
         return report
 
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
         user = self.user_of(self.request_context)
+        started = time.monotonic()
         outcome = await self.tools.call(Call(self.client, user, self._progress()), name, arguments)
+        took = f"{time.monotonic() - started:.2f} s"
+        if outcome.is_error:
+            await self._log("warning", f"{name}: an error result after {took}")
+        else:
+            await self._log("info", f"{name}: done in {took}")
         content: list[types.ContentBlock] = [types.TextContent(type="text", text=outcome.text)]
         content += [
             types.ImageContent(type="image", data=image.data, mimeType="image/png")

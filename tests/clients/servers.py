@@ -62,6 +62,14 @@ def stdio_state() -> Iterator[Path]:
     shutil.rmtree(state, ignore_errors=True)
 
 
+def runs_in_progress(health: dict[str, Any]) -> int:
+    """Sandboxes that are neither in a pool nor a session's, by an executor's (or the API's)
+    /health: the runs going on."""
+    executor = health.get("executor", health)
+    pooled = sum(pool["ready"] + pool["starting"] for pool in executor["pools"].values())
+    return int(executor["backend"]["live_sandboxes"]) - pooled - int(executor["sessions"])
+
+
 def shared_executor_health(state: Path) -> dict[str, Any]:
     """/health of the shared executor `code-exec mcp` started over this state dir."""
     socket = state / f"mcp-executor-{os.getuid()}" / "executor.sock"

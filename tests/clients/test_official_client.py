@@ -19,6 +19,7 @@ from tests.clients.servers import (
     Stdio,
     http,
     mcp_api,
+    runs_in_progress,
     shared_executor_health,
     stdio,
     stdio_state,
@@ -78,8 +79,8 @@ async def test_every_flow_over_streamable_http(http: Http) -> None:
 SLEEPER = {"code": "import time\nprint('started', flush=True)\ntime.sleep(60)", "timeout": 120}
 
 
-def _live_sandboxes(api: Api) -> int:
-    return int(api.http.get("/health").json()["executor"]["backend"]["live_sandboxes"])
+def _runs(api: Api) -> int:
+    return runs_in_progress(api.http.get("/health").json())
 
 
 async def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
@@ -88,42 +89,38 @@ async def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
             await anyio.sleep(0.1)
 
 
-async def test_a_cancelled_run_is_killed_over_streamable_http(mcp_api: Api, http: Http) -> None:
+async def cancel_mid_run(where: Stdio | Http, runs: Callable[[], int]) -> None:
     """notifications/cancelled ends the run: its sandbox goes, the server answers the next call."""
-    async with connect(http) as session:
-        await _until(lambda: _live_sandboxes(mcp_api) == 4)  # the pools, full
+    async with connect(where) as session:
+        await session.call_tool("run_code", {"code": "print(1)"})  # request 1
+        await _until(lambda: runs() == 0)
         errors: list[str] = []
 
         async def run() -> None:
             with pytest.raises(McpError) as raised:
-                await session.call_tool("run_code", SLEEPER)
+                await session.call_tool("run_code", SLEEPER)  # request 2
             errors.append(raised.value.error.message)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(run)
-            await _until(lambda: _live_sandboxes(mcp_api) == 5)  # running, and the pool refilled
+            await _until(lambda: runs() == 1)
             cancel = types.CancelledNotification(
-                params=types.CancelledNotificationParams(requestId=1, reason="user pressed stop")
+                params=types.CancelledNotificationParams(requestId=2, reason="user pressed stop")
             )
             await session.send_notification(types.ClientNotification(cancel))
-            await _until(lambda: _live_sandboxes(mcp_api) == 4)
+            await _until(lambda: runs() == 0)
         assert errors == ["Request cancelled"]
         result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
         assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
 
 
-async def test_a_client_that_goes_away_mid_run_leaves_nothing_running(
-    mcp_api: Api, http: Http
-) -> None:
-    await _until(lambda: _live_sandboxes(mcp_api) == 4)
-    with anyio.move_on_after(3):
-        async with connect(http) as session:
-            await session.call_tool("run_code", SLEEPER)
-    # The connection is gone: its run is cancelled and its sandbox removed.
-    await _until(lambda: _live_sandboxes(mcp_api) == 4)
-    async with connect(http) as session:
-        result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
-        assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
+async def test_a_cancelled_run_is_killed_over_streamable_http(mcp_api: Api, http: Http) -> None:
+    await cancel_mid_run(http, lambda: _runs(mcp_api))
+
+
+async def test_a_cancelled_run_is_killed_over_stdio(stdio: Stdio, stdio_state: Path) -> None:
+    """Over stdio the run is in the shared executor: cancelling reaches it there."""
+    await cancel_mid_run(stdio, lambda: runs_in_progress(shared_executor_health(stdio_state)))
 
 
 async def test_a_stdio_client_that_goes_away_mid_run_leaves_nothing_running(
@@ -132,15 +129,30 @@ async def test_a_stdio_client_that_goes_away_mid_run_leaves_nothing_running(
     """The client ends `code-exec mcp` mid-run (its input closes): the shared executor, which
     outlives it, cancels the run rather than keep its sandbox until the run's timeout."""
 
-    def live() -> int:
-        return int(shared_executor_health(stdio_state)["backend"]["live_sandboxes"])
-
     async with connect(stdio) as session:  # the shared executor starts
         await session.call_tool("run_code", {"code": "print(1)"})
     with anyio.move_on_after(3):
         async with connect(stdio) as session:
             await session.call_tool("run_code", SLEEPER)
-    await _until(lambda: live() == 1)  # the pool's one sandbox, and no run
+    await _until(lambda: runs_in_progress(shared_executor_health(stdio_state)) == 0)
     async with connect(stdio) as session:
         result = await session.call_tool("run_code", {"code": "print(6 * 7)"})
         assert seen(result) == Seen("exit_code: 0\nstdout:\n42")
+
+
+async def test_ending_the_mcp_session_mid_run_cancels_its_run(mcp_api: Api, http: Http) -> None:
+    """A client that ends its MCP session (DELETE /mcp) while a call runs: the run stops."""
+    await _until(lambda: _runs(mcp_api) == 0)
+    async with (
+        httpx.AsyncClient(headers=http.headers, timeout=60) as client,
+        streamable_http_client(http.url, http_client=client) as (read, write, session_id),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(session.call_tool, "run_code", SLEEPER)
+            await _until(lambda: _runs(mcp_api) == 1)
+            ended = await client.delete(http.url, headers={"mcp-session-id": str(session_id())})
+            assert ended.status_code == 200
+            await _until(lambda: _runs(mcp_api) == 0, timeout_s=15)
+            tasks.cancel_scope.cancel()

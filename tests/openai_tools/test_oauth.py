@@ -22,7 +22,6 @@ import anyio.to_thread
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from mcp import ClientSession
@@ -36,12 +35,13 @@ from code_exec.compose import connect
 from executor.errors import Forbidden, Unauthorized
 from openai_tools.app import create_api_app
 from openai_tools.auth import Authenticator
-from openai_tools.jwks import JwksKeys
 from openai_tools.config import ApiSettings
+from openai_tools.jwks import JwksKeys
 from tests.conftest import fake_settings
 from tests.fakes import FakeBackend
 from tests.openai_tools.conftest import SECRET, Api, in_process_api, mint
 from tests.processes import free_port
+from tests.threaded_server import serve_in_thread
 
 PUBLIC = "https://code-exec.example"
 RESOURCE = f"{PUBLIC}/mcp"
@@ -587,20 +587,8 @@ def uvicorn_api(settings: ApiSettings, tmp_path: Path) -> Iterator[str]:
     """The API app served by uvicorn on 127.0.0.1 (over the fake backend), in a thread."""
     executor_settings = fake_settings(tmp_path)
     app = create_api_app(settings, lambda: connect(settings, executor_settings, FakeBackend()))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.api_port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{settings.api_port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
+    with serve_in_thread(app, settings.api_port) as url:
+        yield url
 
 
 @pytest.mark.anyio
