@@ -92,20 +92,23 @@ async def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
 async def cancel_mid_run(where: Stdio | Http, runs: Callable[[], int]) -> None:
     """notifications/cancelled ends the run: its sandbox goes, the server answers the next call."""
     async with connect(where) as session:
-        await session.call_tool("run_code", {"code": "print(1)"})  # request 1
+        await session.call_tool("run_code", {"code": "print(1)"})  # the tool list is known now
         await _until(lambda: runs() == 0)
         errors: list[str] = []
+        request_id = session._request_id  # noqa: SLF001 (the id the next request gets)
 
         async def run() -> None:
             with pytest.raises(McpError) as raised:
-                await session.call_tool("run_code", SLEEPER)  # request 2
+                await session.call_tool("run_code", SLEEPER)
             errors.append(raised.value.error.message)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(run)
             await _until(lambda: runs() == 1)
             cancel = types.CancelledNotification(
-                params=types.CancelledNotificationParams(requestId=2, reason="user pressed stop")
+                params=types.CancelledNotificationParams(
+                    requestId=request_id, reason="user pressed stop"
+                )
             )
             await session.send_notification(types.ClientNotification(cancel))
             await _until(lambda: runs() == 0)
