@@ -5,6 +5,7 @@ that says which field is wrong, the request-body limit, and the routes a session
 stored outputs are served by (the same on both servers, over any ExecutorClient).
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -54,25 +55,23 @@ async def unless_caller_leaves(
     A run nobody waits for would otherwise hold its sandbox until its own timeout: a client
     that timed out, a `code-exec mcp` that exited, an API host whose caller cancelled. The
     body has been read by now, so the next message the server can receive is the disconnect.
+    The watcher is cancelled, not awaited, once work is done: waiting for it would put the
+    response behind whatever else the event loop has queued (a pool refilling, say).
     """
-    response: Response = Response(status_code=CLIENT_GONE)
-    error: Exception | None = None
-    async with anyio.create_task_group() as tasks:
+    scope = anyio.CancelScope()
 
-        async def watch() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            tasks.cancel_scope.cancel()
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
 
-        tasks.start_soon(watch)
-        try:
-            response = await work()
-        except Exception as exc:  # raised as itself, for the error handlers, not in a group
-            error = exc
-        tasks.cancel_scope.cancel()
-    if error is not None:
-        raise error
-    return response
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        with scope:
+            return await work()
+        return Response(status_code=CLIENT_GONE)
+    finally:
+        watcher.cancel()
 
 
 def error_response(exc: ExecutorError, headers: dict[str, str] | None = None) -> JSONResponse:
