@@ -114,7 +114,13 @@ class SessionEvents(EventStore):
             at=self.memory.clock(),
         )
         stream = self._streams.setdefault(stream_id, deque())
-        stream.append(event)
+        if message is None:
+            # The priming event goes out first on its stream, but the SDK stores it when the
+            # SSE response starts, which can be after the call's first messages were stored
+            # (queued for that response): it marks the stream's start, so it goes before them.
+            stream.appendleft(event)
+        else:
+            stream.append(event)
         self._by_id[event.id] = event
         if len(stream) > self.memory.max_per_stream:
             self.memory._drop(stream[0])
@@ -139,9 +145,12 @@ class SessionEvents(EventStore):
         return last.stream
 
     def _forget(self, event: _Event) -> None:
-        """Remove a dropped event: always its stream's oldest, since streams drop in order."""
+        """Remove a dropped event: its stream's oldest, but for a priming event stored late."""
         del self._by_id[event.id]
         stream = self._streams[event.stream]
-        stream.popleft()
+        if stream[0] is event:
+            stream.popleft()
+        else:
+            stream.remove(event)
         if not stream:
             del self._streams[event.stream]

@@ -50,6 +50,23 @@ async def test_replay_sends_what_came_after_the_id_on_its_stream_only() -> None:
     assert await replayed(store, "no-such-event") == (None, [])
 
 
+async def test_a_priming_event_stored_late_still_marks_its_stream_start() -> None:
+    """The SDK stores a call's first messages as they are queued for its response, and the
+    priming event when that response starts: a client that drops after the priming event
+    must still get those first messages back (they followed it on the wire)."""
+    memory = EventMemory(max_events=4)
+    store = memory.session()
+    await store.store_event("1", note(1))  # queued before the SSE response started
+    priming = await store.store_event("1", None)
+    await store.store_event("1", note(2))
+    assert await replayed(store, priming) == ("1", [1, 2])
+    # Dropped in the order they came, a late priming event leaves the stream consistent.
+    for n in range(3, 7):
+        await store.store_event("1", note(n))
+    assert await replayed(store, priming) == (None, [])  # the priming event is gone now
+    assert memory.events == 4
+
+
 async def test_sessions_do_not_see_each_others_streams() -> None:
     memory = EventMemory()
     alice, bob = memory.session(), memory.session()
