@@ -1,5 +1,7 @@
 """The OpenAI front-end: the tool list in strict mode, and tool calls in, tool messages out."""
 
+import functools
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
@@ -33,13 +35,19 @@ def function_tools(tools: ToolSet, api: Literal["chat", "responses"]) -> list[di
     return listed
 
 
-@router.get("")
+@functools.lru_cache(maxsize=16)
+def _listed(tools: ToolSet, api: Literal["chat", "responses"]) -> bytes:
+    """The tool list as JSON, made once per tool set and API (agents fetch it often)."""
+    return json.dumps(function_tools(tools, api)).encode()
+
+
+@router.get("", response_model=list[dict[str, Any]])
 async def list_tools(
     tools: ToolsDep,
     format: Annotated[Literal["chat", "responses"], Query()] = "chat",
-) -> list[dict[str, Any]]:
+) -> Response:
     """The tools, ready to pass as `tools` to Chat Completions (default) or Responses."""
-    return function_tools(tools, format)
+    return Response(_listed(tools, format), media_type="application/json")
 
 
 _ENVELOPE_HELP = (
