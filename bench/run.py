@@ -11,6 +11,7 @@ if __name__ == "__main__":
         "bench.tools_bench",
         "bench.truncation_bench",
         "bench.executor_bench",
+        "bench.cpu_bench",
         "bench.api_bench",
         "bench.mcp_bench",
         "bench.humaneval_bench",

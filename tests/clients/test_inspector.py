@@ -6,11 +6,12 @@ Inspector" section, so each one it shows is run here as written (the pinned Insp
 """
 
 import json
+import os
 import re
 import shlex
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class Inspector:
     env: dict[str, str]
     url: str = README_URL
     token: str = ""
+    options: list[str] = field(default_factory=list)
 
     def readme(self, method: str) -> str:
         """The README's command for this transport and method."""
@@ -72,7 +74,7 @@ class Inspector:
         words = [word.replace("$TOKEN", self.token) for word in words]
         assert words[:3] == [*NPX.split(), "--cli"], command
         end = words.index("--") if "--" in words else len(words)
-        words = [str(self.bin), *words[2:end], *extra, *words[end:]]
+        words = [str(self.bin), *words[2:end], *self.options, *extra, *words[end:]]
         done = subprocess.run(
             words, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -97,8 +99,11 @@ def inspector(
     env = node_env(MCP_CATALOG_PATH=str(tmp_path / "mcp.json"))
     if request.param == "stdio":
         state: Path = request.getfixturevalue("stdio_state")
-        env |= {"CODE_EXEC_STATE_DIR": str(state), "CODE_EXEC_POOL_SIZES": STDIO_POOLS}
-        return Inspector("stdio", npm_bin("mcp-inspector"), env)
+        # The Inspector gives the server a minimal environment of its own (HOME, PATH, ...)
+        # plus its -e options: the state dir must go as one, or the server uses the default.
+        server_env = {"CODE_EXEC_STATE_DIR": str(state), "CODE_EXEC_POOL_SIZES": STDIO_POOLS}
+        options = [word for item in server_env.items() for word in ("-e", "=".join(item))]
+        return Inspector("stdio", npm_bin("mcp-inspector"), env, options=options)
     where: Http = request.getfixturevalue("http")
     token = where.headers["Authorization"].removeprefix("Bearer ")
     return Inspector("http", npm_bin("mcp-inspector"), env, where.url, token)
@@ -128,6 +133,9 @@ def test_run_code_prints_1(inspector: Inspector) -> None:
     assert answer.json["isError"] is False
     assert answer.text == "exit_code: 0\nstdout:\n1"
     assert answer.json["structuredContent"]["stdout"] == "1\n"
+    if inspector.transport == "stdio":  # the server ran where the test said: its state dir
+        state = inspector.options[inspector.options.index("-e") + 1].split("=", 1)[1]
+        assert (Path(state) / f"mcp-executor-{os.getuid()}" / "executor.pid").exists()
 
 
 def test_a_number_as_code_needs_its_own_quotes(inspector: Inspector) -> None:

@@ -1,0 +1,147 @@
+"""CPU per stateless run, by cgroup accounting (issue 14's anchor): every process of a run
+counts, those reparented to init after a sandbox is killed included, which the executor's own
+rusage never sees.
+
+The executor is started inside a cpuacct cgroup of the benchmark's own (cgroup v1; on v2 a
+group whose cpu.stat is read); sandbox processes stay in it, since the backend moves them only
+in the memory and pids hierarchies (v1). The benchmark's client stays outside it. The CPU
+of N stateless print(1) runs at concurrency 8 through the executor's HTTP API, pool refills
+and teardowns included (each run costs one new sandbox), is set against N bare
+`python3 -c 'print(1)'` subprocesses (their rusage) in the same run.
+"""
+
+import os
+import resource
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from bench.common import TOKEN, executor_process, machine, table
+from bench.executor_bench import BARE_PYTHON
+
+AUTH = {"Internal-Auth-Token": TOKEN}
+V1 = Path("/sys/fs/cgroup/cpuacct")
+V2 = Path("/sys/fs/cgroup")
+
+
+@contextmanager
+def accounting_group(name: str) -> Iterator[Path]:
+    """A fresh cgroup that counts CPU; removed after (its processes moved out first)."""
+    group = (V1 if V1.is_dir() else V2) / name
+    group.mkdir(exist_ok=True)
+    try:
+        yield group
+    finally:
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:  # processes still leaving
+                time.sleep(0.1)
+
+
+def cpu_seconds(group: Path) -> float:
+    """CPU the group's processes (and its dead ones') have used."""
+    if (group / "cpuacct.usage").exists():
+        return int((group / "cpuacct.usage").read_text()) / 1e9
+    stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    return int(stat["usage_usec"]) / 1e6
+
+
+@contextmanager
+def inside(group: Path) -> Iterator[None]:
+    """This process in group for the block (what it starts stays there), then back."""
+    before = next(
+        line.split(":", 2)[2]
+        for line in Path("/proc/self/cgroup").read_text().splitlines()
+        if ("cpuacct" in line.split(":")[1]) == V1.is_dir()
+    )
+    (group / "cgroup.procs").write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        root = group.parent / before.lstrip("/")
+        (root / "cgroup.procs").write_text(str(os.getpid()))
+
+
+def run_many(url: str, total: int, concurrency: int) -> None:
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+
+        def one(_: int) -> None:
+            body = http.post("/execute", json={"code": "print(1)"}).json()
+            assert body["stdout"] == "1\n", body
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            list(pool.map(one, range(total)))
+
+
+def settled(url: str, size: int) -> None:
+    """Wait until the pool is full again and nothing is starting (refills are counted)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pool = httpx.get(f"{url}/health").json()["pools"]["python"]
+        if pool["ready"] >= size and not pool["starting"]:
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the pool did not refill")
+
+
+def bare_cpu(total: int, concurrency: int) -> float:
+    """CPU seconds of total bare interpreters (their rusage, waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def one(_: int) -> None:
+        subprocess.run([BARE_PYTHON, "-c", "print(1)"], capture_output=True, check=True)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(total)))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    """Print the table (needs root for the cgroup)."""
+    total = int(os.environ.get("BENCH_N", "200"))
+    print(f"machine: {machine()}")
+    if os.geteuid() != 0 or shutil.which("bwrap") is None:
+        print("skipped: needs root (a cgroup of its own) and bubblewrap")
+        return
+    size = 8
+    rows = []
+    with accounting_group(f"code-exec-bench-{os.getpid()}") as group:
+        server = executor_process(f'{{"python": {size}}}')
+        with inside(group):
+            url = server.__enter__()
+        try:
+            settled(url, size)
+            idle_before = cpu_seconds(group)
+            time.sleep(2)
+            idle = (cpu_seconds(group) - idle_before) / 2  # CPU per second at rest
+            began, cpu_before = time.monotonic(), cpu_seconds(group)
+            run_many(url, total, 8)
+            settled(url, size)
+            seconds = time.monotonic() - began
+            ours = (cpu_seconds(group) - cpu_before - idle * seconds) / total
+        finally:
+            server.__exit__(None, None, None)
+    bare = bare_cpu(total, 8) / total
+    rows.append(
+        (
+            "CPU per stateless print(1), concurrency 8 (cgroup)",
+            f"{ours * 1000:.1f} ms",
+            f"{bare * 1000:.1f} ms (bare python3 -c)",
+            f"{ours / bare:.2f}x",
+            "<= 0.5x",
+        )
+    )
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
