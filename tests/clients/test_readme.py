@@ -3,12 +3,16 @@ lines that name the model, the server's URL and token (or the stdio command's st
 swapped, for a scripted model and this test's server. The scripted model computes the
 Fibonacci number through run_code and answers "done" once it has seen 6765."""
 
+import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
 
 from tests.clients.flows import Play, Step
 from tests.clients.servers import mcp_api, stdio_state
@@ -76,3 +80,23 @@ def test_the_mcp_client_snippet_runs_as_written(
     swap = f"SERVER = StdioServerParameters(command={command!r}, args=['mcp'], env={env!r})"
     run("mcp", {"SERVER = ": swap}, {})
     assert capsys.readouterr().out.strip() == "exit_code: 0\nstdout:\n65536"
+
+
+def test_the_claude_desktop_config_runs_as_written(stdio_state: Path) -> None:
+    """The README's claude_desktop_config.json entry: its arguments as written, its command at
+    this checkout's path (the README's placeholder), and the state dir of this test."""
+    section = README.read_text().split("### MCP (Claude Desktop", 1)[1]
+    block = section.split("```json\n", 1)[1].split("```", 1)[0]
+    entry = json.loads(block)["mcpServers"]["code-exec"]
+    assert entry["command"] == "/path/to/code-exec/.venv/bin/code-exec"
+    command = str(README.parent / ".venv" / "bin" / "code-exec")
+    env = {"CODE_EXEC_STATE_DIR": str(stdio_state), "PATH": os.environ["PATH"]}
+
+    async def call() -> str:
+        server = StdioServerParameters(command=command, args=entry["args"], env=env)
+        async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("run_code", {"code": "print(2 ** 16)"})
+            return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+    assert anyio.run(call) == "exit_code: 0\nstdout:\n65536"
