@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from executor.backends.local.launcher import LAUNCHER, build_launcher
 from executor.backends.local.limits import CgroupLimiter
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
 from executor.backends.local.runtime import runtime_ready
@@ -83,6 +84,7 @@ class LocalBackend:
         # Made by start(): what every sandbox gets handed, prepared once.
         self._files: dict[str, bytes] = {}
         self._seccomp = b""
+        self._launcher: Path | None = None
 
     def _build_policy(self) -> SandboxPolicy:
         host = HostFacts(
@@ -131,6 +133,7 @@ class LocalBackend:
         self._files = await asyncio.to_thread(self.policy.file_contents)
         # Compiled once; each sandbox gets the same program on a descriptor of its own.
         self._seccomp = await asyncio.to_thread(compile_filter, self.policy.syscalls)
+        self._launcher = await asyncio.to_thread(build_launcher, self.state_dir)
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count
@@ -194,6 +197,7 @@ class LocalBackend:
                 "disk_limit": disk,
                 "sandbox_uid": uid,
                 "live_sandboxes": len(self._live),
+                "launcher": LAUNCHER if self._launcher is not None else "bash and setpriv",
                 "policy": policy.report(),
             }
         )
@@ -267,6 +271,7 @@ class LocalBackend:
             max_output_bytes=self.settings.max_output_bytes,
             interrupt_grace_s=self.settings.interrupt_grace_s,
             release=self.release,
+            launcher=self._launcher,
         )
 
     async def close(self) -> None:

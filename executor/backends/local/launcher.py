@@ -2,12 +2,20 @@
 
 A command prefix, not a preexec_fn: a preexec_fn would force a full fork() of the executor and
 run Python in the child, blocking the event loop for tens of milliseconds per sandbox; a small
-bash prologue keeps the spawn on the vfork path and does the child-side work in the child.
+program keeps the spawn on the vfork path and does the child-side work in the child. That
+program is code-exec-launch (launch.c), built with the host's C compiler when the backend
+starts; where none is there, a bash prologue and setpriv do the same steps (about 3.6 ms more
+CPU per sandbox).
 """
 
 import fcntl
+import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
 
 from executor.backends.local.policy import SandboxPolicy
 from executor.backends.local.protocol import CONTROL_IN_FD, CONTROL_OUT_FD
@@ -25,6 +33,32 @@ n=$7; shift 7
 while [ "$n" -gt 0 ]; do echo 0 > "$1" || exit 125; shift; n=$((n - 1)); done
 exec "$@"
 """
+log = logging.getLogger(__name__)
+LAUNCHER = "code-exec-launch"
+
+
+def build_launcher(directory: Path) -> Path | None:
+    """code-exec-launch compiled into directory (blocking: call it off the event loop); None
+    when the host has no C compiler or the build fails (the bash prologue serves then)."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.info("no C compiler: sandboxes start through bash and setpriv")
+        return None
+    source = files("executor.backends.local").joinpath("launch.c")
+    target = directory / LAUNCHER
+    done = subprocess.run(
+        [compiler, "-O2", "-Wall", "-Werror", "-o", str(target), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        log.warning("building %s failed, using bash and setpriv: %s", LAUNCHER, done.stderr[-2000:])
+        return None
+    os.chmod(target, 0o700)
+    return target
+
+
 # Descriptors the executor passes through the prologue are numbered from here, clear of 0-2 and
 # of the control fds it takes over: `exec 3<&0` must not replace one of them.
 _FIRST_PASSED_FD = 10
@@ -46,25 +80,18 @@ def launch_prefix(
     gid: int,
     control_out: int,
     cgroup_procs: Sequence[str],
+    launcher: Path | None = None,
 ) -> list[str]:
     """The argv that goes before bubblewrap's: limits, cgroups, host identity, death signal.
 
     control_out is the executor's fd (passed to the child) that becomes the runner's control
     output; the child's stdin becomes its control input. uid and gid are the sandbox's host
-    identity, taken only when the policy gives each sandbox its own.
+    identity, taken only when the policy gives each sandbox its own. With launcher (the built
+    code-exec-launch) it does the work; else the bash prologue and setpriv.
     """
     limits = policy.limits
     address_space = limits.address_space_for(language)
-    identity = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"] if policy.own_host_uid else []
-    # setpriv applies the death signal after changing uid (which would clear it).
-    death = ["--pdeathsig", "KILL"] if policy.die_with_parent else []
-    return [
-        "/bin/bash",
-        "--noprofile",
-        "--norc",
-        "-c",
-        _PROLOGUE,
-        "code-exec-launch",
+    steps = [
         str(control_out),
         str(limits.file_size_mib * 1024),
         str(limits.open_files),
@@ -73,8 +100,24 @@ def launch_prefix(
         str(limits.nproc) if limits.nproc is not None else "",
         str(len(cgroup_procs)),
         *cgroup_procs,
+    ]
+    if launcher is not None:
+        identity = [str(uid), str(gid)] if policy.own_host_uid else ["", ""]
+        death = "1" if policy.die_with_parent else "0"
+        return [str(launcher), *steps, *identity, death, "--"]
+    identity = [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"] if policy.own_host_uid else []
+    # setpriv applies the death signal after changing uid (which would clear it).
+    setpriv_death = ["--pdeathsig", "KILL"] if policy.die_with_parent else []
+    return [
+        "/bin/bash",
+        "--noprofile",
+        "--norc",
+        "-c",
+        _PROLOGUE,
+        LAUNCHER,
+        *steps,
         "setpriv",
         *identity,
-        *death,
+        *setpriv_death,
         "--",
     ]

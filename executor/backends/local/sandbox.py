@@ -45,6 +45,7 @@ class SandboxContext:
     max_output_bytes: int
     interrupt_grace_s: float
     release: Callable[["LocalSandbox"], None]  # called once, when the sandbox is closed
+    launcher: Path | None = None  # code-exec-launch, when built (else bash and setpriv)
 
 
 def _own_processes(bwrap_pid: int) -> tuple[frozenset[int], int | None]:
@@ -156,6 +157,7 @@ class LocalSandbox:
                     gid=self.workspace.gid,
                     control_out=out_w,
                     cgroup_procs=self._cgroup.procs_files if self._cgroup else [],
+                    launcher=context.launcher,
                 ),
                 *with_args_fd(bwrap, data),
                 stdin=in_r,

@@ -31,9 +31,17 @@ async def make_backend(executor_state_dir: Path) -> AsyncIterator[MakeBackend]:
         await backend.close()
 
 
-@pytest.fixture
-async def backend(make_backend: MakeBackend) -> LocalBackend:
-    return await make_backend()
+@pytest.fixture(params=["code-exec-launch", "bash and setpriv"])
+async def backend(
+    make_backend: MakeBackend, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> LocalBackend:
+    """A started backend, on each way sandboxes start: the built launcher, and the bash
+    prologue with setpriv that serves where the host has no C compiler."""
+    if request.param == "bash and setpriv":
+        monkeypatch.setattr("executor.backends.local.backend.build_launcher", lambda path: None)
+    started = await make_backend()
+    assert started.health().model_dump()["launcher"] == request.param
+    return started
 
 
 @pytest.fixture
