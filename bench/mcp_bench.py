@@ -21,6 +21,7 @@ from bench.api_bench import CALL
 from bench.common import api_process, bench_token, machine, ms, sample_posts, table
 from code_exec.local_executor import stop_local_executor
 from executor.config import ExecutorSettings
+from tests.mcp_wire import ACCEPT, PROTOCOL_VERSION, initialize
 from tests.processes import new_state_dir
 
 POOLS = '{"python": 8, "javascript": 0, "bash": 0, "c": 0}'
@@ -71,24 +72,12 @@ def raw_http_samples(url: str, token: str, n: int) -> list[float]:
     """tools/call as bare JSON-RPC over HTTP: the server's cost without the SDK client's."""
     headers = {
         "Authorization": f"Bearer {token}",
-        "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2025-06-18",
+        **ACCEPT,
+        "MCP-Protocol-Version": PROTOCOL_VERSION,
     }
     samples = []
     with httpx.Client(headers=headers, timeout=60) as http:
-        init = http.post(
-            f"{url}/mcp",
-            json={
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-06-18",
-                    "capabilities": {},
-                    "clientInfo": {"name": "bench", "version": "0"},
-                },
-            },
-        )
+        init = http.post(f"{url}/mcp", json=initialize(0, "bench"))
         http.headers["mcp-session-id"] = init.headers["mcp-session-id"]
         http.post(f"{url}/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"})
         for i in range(n):

@@ -155,7 +155,8 @@ def _setup(args: argparse.Namespace) -> int:
         runtime_ready,
     )
 
-    runtime = Path(args.runtime_dir) if args.runtime_dir else ExecutorSettings().runtime_dir
+    configured = ExecutorSettings().runtime_dir
+    runtime = Path(args.runtime_dir) if args.runtime_dir else configured
     missing = missing_system_packages()
     if runtime_ready(runtime) and not args.force:
         print(f"code-exec: the sandbox runtime is ready at {runtime}", file=sys.stderr)
@@ -173,7 +174,7 @@ def _setup(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.runtime_dir and runtime != ExecutorSettings().runtime_dir:
+    if runtime != configured:
         print(f"code-exec: run with CODE_EXEC_RUNTIME_DIR={runtime}", file=sys.stderr)
     print("code-exec: ready: `code-exec mcp` (stdio) or `code-exec serve`", file=sys.stderr)
     return 0

@@ -30,6 +30,14 @@ def _cap_open_files(limit: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 20, what: str = "timed out") -> None:
+    """Poll predicate (another process's state, say) every 0.1 s until it holds, or fail."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as s:

@@ -5,7 +5,6 @@ null), replies validated as the messages the next request carries, every flow pl
 
 import json
 import re
-import time
 from typing import Any
 
 import httpx
@@ -23,6 +22,7 @@ from pydantic import TypeAdapter
 from tests.clients.flows import EPISODES, Play, Seen
 from tests.clients.servers import mcp_api, runs_in_progress
 from tests.openai_tools.conftest import Api
+from tests.processes import wait_until
 
 __all__ = ["mcp_api"]
 pytestmark = pytest.mark.slow
@@ -104,10 +104,7 @@ def test_a_loop_that_gives_up_on_a_call_cancels_its_run(mcp_api: Api) -> None:
     def runs() -> int:
         return runs_in_progress(mcp_api.http.get("/health").json())
 
-    deadline = time.monotonic() + 30
-    while runs():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: not runs(), 30)
     sleeper = {"code": "import time\ntime.sleep(60)", "timeout": 120}
     call = {
         "id": "c",
@@ -118,7 +115,4 @@ def test_a_loop_that_gives_up_on_a_call_cancels_its_run(mcp_api: Api) -> None:
         mcp_api.http.post(
             "/v1/tools/call", json=call, headers=mcp_api.headers("gives-up"), timeout=2
         )
-    deadline = time.monotonic() + 15
-    while runs():
-        assert time.monotonic() < deadline, "the abandoned run still holds its sandbox"
-        time.sleep(0.1)
+    wait_until(lambda: not runs(), 15, "the abandoned run still holds its sandbox")

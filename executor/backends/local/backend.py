@@ -133,7 +133,13 @@ class LocalBackend:
         self._files = await asyncio.to_thread(self.policy.file_contents)
         # Compiled once; each sandbox gets the same program on a descriptor of its own.
         self._seccomp = await asyncio.to_thread(compile_filter, self.policy.syscalls)
-        self._launcher = await asyncio.to_thread(build_launcher, self.state_dir)
+        # Kept in the state dir every executor of this user shares, when only this user can
+        # write there (else in this executor's own).
+        owner = state_base.stat()
+        shared = owner.st_uid == os.geteuid() and not owner.st_mode & 0o022
+        self._launcher = await asyncio.to_thread(
+            build_launcher, state_base if shared else self.state_dir
+        )
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count

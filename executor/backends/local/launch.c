@@ -10,7 +10,7 @@
  * argv: control_out fsize_kib nofile core_kib as_kib|"" nproc|"" ncgroups cgroup.procs...
  *       uid|"" gid|"" pdeathsig(0|1) -- command...
  * Exit 125 when a step fails, with the step on stderr (the executor reports the sandbox as
- * failed to start). Built by the executor at start with the host's cc; bash is the fallback.
+ * failed to start). Built with the host's cc (launcher.py); bash is the fallback.
  */
 #define _GNU_SOURCE
 #include <errno.h>

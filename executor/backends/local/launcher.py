@@ -9,9 +9,11 @@ CPU per sandbox).
 """
 
 import fcntl
+import hashlib
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from importlib.resources import files
@@ -37,26 +39,47 @@ log = logging.getLogger(__name__)
 LAUNCHER = "code-exec-launch"
 
 
+def _trusted(path: Path) -> bool:
+    """Whether path is a regular file of this user's that nobody else can change."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
 def build_launcher(directory: Path) -> Path | None:
-    """code-exec-launch compiled into directory (blocking: call it off the event loop); None
-    when the host has no C compiler or the build fails (the bash prologue serves then)."""
+    """code-exec-launch for this source, in directory: the one built there before (named by
+    the source's and compiler's digest, this user's, writable by nobody else), or compiled now
+    (blocking: call it off the event loop). None when the host has no C compiler or the build
+    fails (the bash prologue serves then)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         log.info("no C compiler: sandboxes start through bash and setpriv")
         return None
-    source = files("executor.backends.local").joinpath("launch.c")
-    target = directory / LAUNCHER
-    done = subprocess.run(
-        [compiler, "-O2", "-Wall", "-Werror", "-o", str(target), str(source)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        log.warning("building %s failed, using bash and setpriv: %s", LAUNCHER, done.stderr[-2000:])
-        return None
-    os.chmod(target, 0o700)
-    return target
+    source = files("executor.backends.local").joinpath("launch.c").read_bytes()
+    digest = hashlib.sha256(source + compiler.encode()).hexdigest()[:16]
+    target = directory / f"{LAUNCHER}-{digest}"
+    if _trusted(target):
+        return target  # compiling costs about 160 ms of CPU: once per source, not per start
+    building = directory / f".{target.name}.{os.getpid()}"
+    try:
+        done = subprocess.run(
+            [compiler, "-O2", "-Wall", "-Werror", "-x", "c", "-o", str(building), "-"],
+            input=source,
+            capture_output=True,
+            check=False,
+        )
+        if done.returncode == 0:
+            os.chmod(building, 0o700)
+            os.replace(building, target)  # whole, or not at all, for a concurrent start
+            return target
+        failure = done.stderr.decode(errors="replace")[-2000:]
+    except OSError as exc:
+        failure = str(exc)
+    building.unlink(missing_ok=True)
+    log.warning("building %s failed, using bash and setpriv: %s", LAUNCHER, failure)
+    return None
 
 
 # Descriptors the executor passes through the prologue are numbered from here, clear of 0-2 and

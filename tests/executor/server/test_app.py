@@ -3,7 +3,6 @@
 import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,6 +13,7 @@ from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from schemas.outputs import OutputQuery
 from tests.executor.conftest import TOKEN, ExecutorProcess
+from tests.processes import wait_until
 
 # A real executor process on loopback, real sandboxes.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -244,23 +244,16 @@ def _live(proc: ExecutorProcess) -> int:
     return int(httpx.get(f"{proc.url}/health").json()["backend"]["live_sandboxes"])
 
 
-def _until(predicate: Callable[[], bool], timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_a_caller_that_leaves_cancels_its_run(executor_process: ExecutorProcess) -> None:
     """A client that timed out or exited (a `code-exec mcp`, an API host whose caller
     cancelled) must not leave its run holding a sandbox until the run's own timeout."""
-    _until(lambda: httpx.get(f"{executor_process.url}/health").json()["pools"]["python"]["ready"] == 4)
+    wait_until(lambda: httpx.get(f"{executor_process.url}/health").json()["pools"]["python"]["ready"] == 4)
     idle = _live(executor_process)
     sleeper = {"code": "import time\ntime.sleep(60)", "timeout": 120}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{executor_process.url}/execute", json=sleeper, headers=AUTH, timeout=2)
     began = time.monotonic()
-    _until(lambda: _live(executor_process) == idle)
+    wait_until(lambda: _live(executor_process) == idle)
     assert time.monotonic() - began < 15
     assert post(executor_process, {"code": "print(6 * 7)"}).json()["stdout"] == "42\n"
 
