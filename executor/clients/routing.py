@@ -53,12 +53,18 @@ class Route:
     healthy: bool = False
     ready: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
+    sent: int = 0
     error: str | None = None
     limits: Limits | None = None
 
     def score(self, language: Language) -> float:
-        """Lower is better: our runs in flight there, minus its ready sandboxes."""
-        return self.in_flight - self.ready.get(language.value, 0)
+        """Lower is better: our runs in flight there, minus its ready sandboxes.
+
+        The ready count is as of the last health check, less the calls sent there since: each
+        takes a ready sandbox, so back-to-back calls between two checks do not all pile onto
+        the executor that looked least loaded at the check.
+        """
+        return self.in_flight - (self.ready.get(language.value, 0) - self.sent)
 
     def state(self) -> RouteHealth:
         """What /health says of this executor."""
@@ -112,6 +118,7 @@ class RoutingClient:
             route.healthy, route.error = True, None
             route.limits = health.limits
             route.ready = {name: pool.ready - pool.waiting for name, pool in health.pools.items()}
+            route.sent = 0
 
         await asyncio.gather(*(one(r) for r in self.routes.values()))
 
@@ -164,6 +171,7 @@ class RoutingClient:
         for route in self._candidates(language):
             try:
                 async with self._using(route):
+                    route.sent += 1
                     return await call(route)
             except ExecutorUnreachable as exc:  # never accepted: another executor may take it
                 last = exc

@@ -73,6 +73,23 @@ async def test_runs_spread_sessions_stay_and_a_dead_executor_loses_only_its_own(
         await router.aclose()
 
 
+async def test_back_to_back_runs_between_health_checks_use_both_executors(
+    make_served: MakeServed,
+) -> None:
+    # One executor looks less loaded at the health check; runs sent one after another before
+    # the next check take its ready sandboxes, and then go to the other one too.
+    a, b = await make_served(), await make_served()
+    router = await _router(a, b)
+    try:
+        first, second = router.routes[route_key(a.url)], router.routes[route_key(b.url)]
+        first.ready, second.ready = {"python": 1}, {"python": 3}
+        for i in range(6):
+            await router.execute(ExecuteRequest(code=f"print({i})"), "alice")
+        assert (_runs(a), _runs(b)) == (2, 4)
+    finally:
+        await router.aclose()
+
+
 async def test_a_run_never_accepted_is_retried_on_another_executor(
     make_served: MakeServed,
 ) -> None:
