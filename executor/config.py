@@ -142,6 +142,15 @@ class ExecutorSettings(SharedSettings):
         default=200_000, description="When run as root, each sandbox gets its own host uid here."
     )
     sandbox_uid_count: int = 10_000
+    zygote: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description=(
+            "Stateless Python runs in sandboxes forked from a preloaded zygote "
+            "(executor/backends/local/zygote.py): `auto` uses it where the host allows it "
+            "(root with cgroups) and falls back to bubblewrap sandboxes otherwise; `on` "
+            "refuses to start without it; `off` uses bubblewrap for every run."
+        ),
+    )
 
     @model_validator(mode="after")
     def _checked(self) -> Self:

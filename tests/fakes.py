@@ -268,7 +268,11 @@ class FakeBackend:
     async def start(self) -> None:
         """Nothing to check."""
 
-    async def create(self, language: Language) -> FakeSandbox:
+    def separate_stateless(self, language: Language) -> bool:
+        """Fake sandboxes are of one kind."""
+        return False
+
+    async def create(self, language: Language, *, stateless: bool = False) -> FakeSandbox:
         """A ready sandbox (after start_delay_s), or fail_with."""
         if self.start_delay_s:
             await asyncio.sleep(self.start_delay_s)

@@ -114,8 +114,17 @@ class Backend(Protocol):
         """Check the host and clean leftovers of an earlier run."""
         ...
 
-    async def create(self, language: Language) -> Sandbox:
-        """Start a sandbox whose runner is ready for code."""
+    async def create(self, language: Language, *, stateless: bool = False) -> Sandbox:
+        """Start a sandbox whose runner is ready for code.
+
+        stateless: it will serve one run and be closed (no restart, no file API after the run);
+        a backend may then give a lighter kind (see separate_stateless).
+        """
+        ...
+
+    def separate_stateless(self, language: Language) -> bool:
+        """Whether create(language, stateless=True) gives another kind of sandbox than a
+        session's: the executor then keeps a warm pool of each."""
         ...
 
     def health(self) -> BackendHealth:

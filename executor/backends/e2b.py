@@ -327,7 +327,11 @@ class E2BBackend:
                     killed += 1
         return killed
 
-    async def create(self, language: Language) -> E2BSandbox:
+    def separate_stateless(self, language: Language) -> bool:
+        """E2B sandboxes are of one kind."""
+        return False
+
+    async def create(self, language: Language, *, stateless: bool = False) -> E2BSandbox:
         """A sandbox with a context for the language, within the plan's creation rate."""
         sdk = self.sdk
         template = self.settings.e2b_templates.get(language)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -53,16 +53,13 @@ class Executor:
         self.backend = backend or create_backend(settings)
         self.metrics = Metrics()
         self._start_slots = asyncio.Semaphore(settings.max_concurrent_starts)
+        # Sandboxes for stateless runs; sessions take from these too, unless the backend makes
+        # its stateless sandboxes another way (the local backend's zygote): then sessions get
+        # pools of their own (session_pools, made by start()).
         self.pools: dict[Language, WarmPool] = {
-            language: WarmPool(
-                language,
-                settings.pool_sizes.get(language, 0),
-                self.backend.create,
-                self._start_slots,
-                settings.pool_wait_s,
-            )
-            for language in Language
+            language: self._pool(language, self._create_stateless) for language in Language
         }
+        self.session_pools: dict[Language, WarmPool] = {}
         self.sessions = SessionManager(settings, self._acquire)
         self.outputs = OutputStore(
             settings.state_dir / f"outputs-{os.getpid()}",
@@ -74,13 +71,30 @@ class Executor:
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
 
+    def _pool(
+        self, language: Language, create: Callable[[Language], Awaitable[Sandbox]]
+    ) -> WarmPool:
+        return WarmPool(
+            language,
+            self.settings.pool_sizes.get(language, 0),
+            create,
+            self._start_slots,
+            self.settings.pool_wait_s,
+        )
+
+    async def _create_stateless(self, language: Language) -> Sandbox:
+        return await self.backend.create(language, stateless=True)
+
     async def start(self) -> None:
         """Start the backend, the pools and the session reaper."""
         await self.backend.start()
+        for language in Language:
+            if self.backend.separate_stateless(language):
+                self.session_pools[language] = self._pool(language, self.backend.create)
         self.outputs.open()
         # Build the default encoding now (about a second) rather than in the first request.
         await asyncio.to_thread(get_encoding)
-        for pool in self.pools.values():
+        for pool in (*self.pools.values(), *self.session_pools.values()):
             pool.start()
         self.sessions.start()
         self._housekeeper = asyncio.create_task(self._sweep_outputs(), name="output-sweeper")
@@ -95,7 +109,7 @@ class Executor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         await self.sessions.close_all()
-        for pool in self.pools.values():
+        for pool in (*self.pools.values(), *self.session_pools.values()):
             await pool.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -103,7 +117,8 @@ class Executor:
         self.outputs.close()
 
     async def _acquire(self, language: Language) -> Sandbox:
-        return await self.pools[language].acquire()
+        """A sandbox for a session."""
+        return await self.session_pools.get(language, self.pools[language]).acquire()
 
     def _destroy_later(self, sandbox: Sandbox) -> None:
         task = asyncio.create_task(sandbox.close())
@@ -282,7 +297,13 @@ class Executor:
         return Health(
             status="ok",
             backend=self.backend.health(),
-            pools={language.value: pool.state() for language, pool in self.pools.items()},
+            pools={
+                **{language.value: pool.state() for language, pool in self.pools.items()},
+                **{
+                    f"{language.value}-sessions": pool.state()
+                    for language, pool in self.session_pools.items()
+                },
+            },
             sessions=len(self.sessions),
             uptime_s=round(time.monotonic() - self.started_at, 1),
             limits=self.settings.limits(),

@@ -17,6 +17,14 @@ from executor.backends.local.runtime import runtime_ready
 from executor.backends.local.sandbox import LocalSandbox, SandboxContext
 from executor.backends.local.seccomp import compile_filter
 from executor.backends.local.workspace import Workspace, tmpfs_supported
+from executor.backends.local.zygote import (
+    ChildContext,
+    ZygoteKeeper,
+    ZygoteProcess,
+    ZygoteSandbox,
+    runtime_python,
+    zygote_config,
+)
 from executor.config import ExecutorSettings
 from executor.errors import SandboxFailure
 from schemas.health import BackendHealth
@@ -76,7 +84,7 @@ class LocalBackend:
         self.is_root = os.geteuid() == 0
         self.use_tmpfs = False
         self._free_uids: list[int] = []
-        self._live: dict[str, LocalSandbox] = {}
+        self._live: dict[str, LocalSandbox | ZygoteSandbox] = {}
         self._counter = 0
         self._bwrap_version = ""
         self._font_caches: list[Path] = []
@@ -85,6 +93,8 @@ class LocalBackend:
         self._files: dict[str, bytes] = {}
         self._seccomp = b""
         self._launcher: Path | None = None
+        self._zygote: ZygoteKeeper | None = None
+        self._zygote_error: str | None = None
 
     def _build_policy(self) -> SandboxPolicy:
         host = HostFacts(
@@ -144,6 +154,7 @@ class LocalBackend:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count
             self._free_uids = [base + (start + i) % count for i in range(count)]
+        await self._start_zygote()
         health = self.health()
         log.info(
             "local backend: %s; memory limit %s, process limit %s, disk limit %s, uid %s",
@@ -153,6 +164,51 @@ class LocalBackend:
             getattr(health, "disk_limit", ""),
             getattr(health, "sandbox_uid", ""),
         )
+
+    async def _start_zygote(self) -> None:
+        """The zygote for stateless Python runs, where the settings and the host allow it."""
+        mode = self.settings.zygote
+        if mode == "off":
+            self._zygote_error = "off (CODE_EXEC_ZYGOTE=off)"
+            return
+        why_not = None
+        if not self.is_root:
+            why_not = "needs root (to map its user namespace and give each sandbox a uid)"
+        elif not self.cgroups.available:
+            why_not = "needs cgroups (the memory and process limits of each sandbox)"
+        if why_not is None:
+            keeper = ZygoteKeeper(self._make_zygote)
+            try:
+                await keeper.start()
+            except SandboxFailure as exc:
+                why_not = exc.message
+            else:
+                self._zygote = keeper
+                return
+        self._zygote_error = why_not
+        if mode == "on":
+            raise SandboxFailure(f"the zygote cannot run here: {why_not} (CODE_EXEC_ZYGOTE=on)")
+        log.warning("no zygote: stateless Python runs use bubblewrap sandboxes (%s)", why_not)
+
+    def _make_zygote(self) -> ZygoteProcess:
+        settings = self.settings
+        tmp_files = {
+            f".config/matplotlib/{cache.name}": cache.read_bytes() for cache in self._font_caches
+        }
+        config = zygote_config(
+            self.policy, self._files, self._seccomp, settings.runtime_dir, tmp_files
+        )
+        return ZygoteProcess(
+            runtime_python(settings.runtime_dir),
+            config,
+            root_uid=settings.sandbox_uid_base - 1,
+            uid_base=settings.sandbox_uid_base,
+            uid_count=settings.sandbox_uid_count,
+        )
+
+    def separate_stateless(self, language: Language) -> bool:
+        """Stateless Python sandboxes come from the zygote, when there is one."""
+        return language is Language.PYTHON and self._zygote is not None
 
     def _cleanup_stale(self) -> None:
         removed = self.cgroups.cleanup_stale(_pid_alive)
@@ -204,9 +260,20 @@ class LocalBackend:
                 "sandbox_uid": uid,
                 "live_sandboxes": len(self._live),
                 "launcher": LAUNCHER if self._launcher is not None else "bash and setpriv",
+                "stateless_python": self._stateless_python(),
                 "policy": policy.report(),
             }
         )
+
+    def _stateless_python(self) -> str:
+        keeper = self._zygote
+        if keeper is None:
+            return f"bubblewrap sandboxes; no zygote: {self._zygote_error or 'not started'}"
+        zygote = keeper.ready
+        if zygote is None:
+            return "bubblewrap sandboxes while the zygote restarts"
+        restarts = f", restarted {keeper.restarts} times" if keeper.restarts else ""
+        return f"zygote (pid {zygote.pid}{restarts}): a clone per sandbox"
 
     def _allocate_uid(self) -> tuple[int, int]:
         if not self.is_root:
@@ -216,11 +283,12 @@ class LocalBackend:
         uid = self._free_uids.pop(0)
         return uid, uid
 
-    def release(self, sandbox: LocalSandbox) -> None:
+    def release(self, sandbox: LocalSandbox | ZygoteSandbox) -> None:
         """Forget a closed sandbox and recycle its uid."""
         self._live.pop(sandbox.id, None)
         if self.is_root:
-            self._free_uids.append(sandbox.workspace.uid)
+            uid = sandbox.uid if isinstance(sandbox, ZygoteSandbox) else sandbox.workspace.uid
+            self._free_uids.append(uid)
 
     def _relocate_font_caches(self) -> list[Path]:
         """matplotlib's prebuilt font cache, with the runtime's paths as the sandbox sees them."""
@@ -241,10 +309,18 @@ class LocalBackend:
             for cache in self._font_caches:
                 workspace.copy_in(cache, f".config/matplotlib/{cache.name}")
 
-    async def create(self, language: Language) -> LocalSandbox:
-        """Start a sandbox for language; returns once its runner is ready."""
+    async def create(
+        self, language: Language, *, stateless: bool = False
+    ) -> LocalSandbox | ZygoteSandbox:
+        """Start a sandbox for language; returns once its runner is ready.
+
+        A stateless Python sandbox comes from the zygote while it runs (else bubblewrap).
+        """
         if not self._seccomp:
             raise SandboxFailure("the local backend is not started: call start() first")
+        zygote = self._zygote.ready if self._zygote is not None else None
+        if stateless and language is Language.PYTHON and zygote is not None:
+            return await self._fork(zygote)
         self._counter += 1
         sandbox_id = f"sb{self._counter}-{os.urandom(4).hex()}"
         uid, gid = self._allocate_uid()
@@ -260,6 +336,26 @@ class LocalBackend:
             raise
         sandbox = LocalSandbox(self._sandbox_context(), language, sandbox_id, workspace)
         self._live[sandbox_id] = sandbox
+        try:
+            await sandbox.start()
+        except BaseException:
+            await sandbox.close()
+            raise
+        return sandbox
+
+    async def _fork(self, zygote: ZygoteProcess) -> ZygoteSandbox:
+        self._counter += 1
+        uid, gid = self._allocate_uid()
+        context = ChildContext(
+            zygote=zygote,
+            cgroups=self.cgroups,
+            max_output_bytes=self.settings.max_output_bytes,
+            memory_limit_mib=self.policy.limits.memory_mib,
+            interrupt_grace_s=self.settings.interrupt_grace_s,
+            release=self.release,
+        )
+        sandbox = ZygoteSandbox(context, f"zy{self._counter}-{os.urandom(4).hex()}", uid, gid)
+        self._live[sandbox.id] = sandbox
         try:
             await sandbox.start()
         except BaseException:
@@ -285,5 +381,7 @@ class LocalBackend:
         for sandbox in list(self._live.values()):
             with contextlib.suppress(Exception):
                 await sandbox.close()
+        if self._zygote is not None:
+            await self._zygote.close()
         self.cgroups.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)

@@ -92,11 +92,24 @@ class OutputStream:
             await emit(data[:hold])
 
 
+class RunnerProcess(Protocol):
+    """The process a runner lives in, as a run waits for it (bubblewrap, or a zygote child)."""
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status once it has exited (negative: the signal that killed it)."""
+        ...
+
+    async def wait(self) -> int:
+        """Until it has exited; its exit status."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunnerChannel:
-    """The executor's end of a started runner: bubblewrap, the control pipes, the output."""
+    """The executor's end of a started runner: its process, the control pipes, the output."""
 
-    process: asyncio.subprocess.Process
+    process: RunnerProcess
     control_in: asyncio.StreamWriter
     control_out: ControlChannel
     stdout: OutputStream

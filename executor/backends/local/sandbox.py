@@ -303,7 +303,7 @@ class LocalSandbox:
             memory_limit_mib=context.policy.limits.memory_mib,
         )
         if self._closed and end.done is None:
-            return _closed_during(outcome, keep_state)
+            return closed_during(outcome, keep_state)
         if keep_state and (end.done is None or not self.alive):
             # A session must get a runner that answers: a fresh one, on the same files.
             outcome.state_lost = True
@@ -311,7 +311,7 @@ class LocalSandbox:
                 await self.restart()
             except SandboxFailure:
                 if self._closed:
-                    return _closed_during(outcome, keep_state)
+                    return closed_during(outcome, keep_state)
                 raise
         return outcome
 
@@ -362,7 +362,7 @@ class LocalSandbox:
         return await asyncio.to_thread(self.workspace.list_files, path)
 
 
-def _closed_during(outcome: RunOutcome, keep_state: bool) -> RunOutcome:
+def closed_during(outcome: RunOutcome, keep_state: bool) -> RunOutcome:
     """The outcome of a run whose sandbox was closed under it: killed, whatever it was doing."""
     outcome.exit_code = _KILLED_EXIT_CODE
     outcome.state_lost = keep_state

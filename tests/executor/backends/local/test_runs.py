@@ -47,6 +47,7 @@ def assert_protocol_broken(outcome: object, *, state_lost: bool) -> None:
 # --- the control channel ---
 
 
+@pytest.mark.usefixtures("bwrap_only")
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -69,6 +70,7 @@ async def test_garbage_on_the_control_pipe_fails_the_run_and_restarts_the_sessio
     assert ok(outcome) == "" and outcome.value == "False"
 
 
+@pytest.mark.usefixtures("bwrap_only")
 @pytest.mark.parametrize(
     "fields", ['"exit_code":"0"', '"exit_code":4294967296', '"value":42', '"error":"boom"']
 )
@@ -132,6 +134,7 @@ async def test_a_node_control_line_over_the_limit_fails_the_run(js: LocalSandbox
     assert ok(await run(js, "console.log('next')")) == "next\n"
 
 
+@pytest.mark.usefixtures("bwrap_only")
 async def test_an_idle_session_writing_to_the_control_pipe_holds_no_executor_memory(
     py: LocalSandbox,
 ) -> None:
