@@ -111,8 +111,10 @@ def sample_posts(
     return samples
 
 
-def executor_process(pool_sizes: str = '{"python": 8}') -> ContextManager[Served]:
-    """A `code-exec executor`, ready once every pool is full."""
+def executor_process(
+    pool_sizes: str = '{"python": 8}', zygote: str = "auto"
+) -> ContextManager[Served]:
+    """A `code-exec executor`, ready once every pool is full (zygote: CODE_EXEC_ZYGOTE)."""
     return served(
         "executor",
         lambda health: all(p["ready"] >= p["size"] for p in health["pools"].values()),
@@ -120,6 +122,7 @@ def executor_process(pool_sizes: str = '{"python": 8}') -> ContextManager[Served
         pool_sizes=pool_sizes,
         pool_wait_s="60",
         max_concurrent_starts="2",
+        zygote=zygote,
     )
 
 

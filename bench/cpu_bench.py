@@ -112,10 +112,27 @@ def main() -> None:
     if os.geteuid() != 0 or shutil.which("bwrap") is None:
         print("skipped: needs root (a cgroup of its own) and bubblewrap")
         return
-    size = 8
     rows = []
-    with accounting_group(f"code-exec-bench-{os.getpid()}") as group:
-        server = executor_process(f'{{"python": {size}}}')
+    bare = bare_cpu(total, 8) / total
+    for name, zygote in (("zygote", "on"), ("bubblewrap", "off")):
+        ours = executor_cpu(total, zygote)
+        rows.append(
+            (
+                f"CPU per stateless print(1), concurrency 8 (cgroup), {name}",
+                f"{ours * 1000:.1f} ms",
+                f"{bare * 1000:.1f} ms (bare python3 -c)",
+                f"{ours / bare:.2f}x",
+                "<= 0.5x",
+            )
+        )
+    print(table(rows))
+
+
+def executor_cpu(total: int, zygote: str) -> float:
+    """CPU seconds per stateless run of an executor (CODE_EXEC_ZYGOTE=zygote), by its cgroup."""
+    size = 8
+    with accounting_group(f"code-exec-bench-{os.getpid()}-{zygote}") as group:
+        server = executor_process(f'{{"python": {size}}}', zygote=zygote)
         with inside(group):
             url = server.__enter__()
         try:
@@ -127,20 +144,9 @@ def main() -> None:
             run_many(url, total, 8)
             settled(url, size)
             seconds = time.monotonic() - began
-            ours = (cpu_seconds(group) - cpu_before - idle * seconds) / total
+            return (cpu_seconds(group) - cpu_before - idle * seconds) / total
         finally:
             server.__exit__(None, None, None)
-    bare = bare_cpu(total, 8) / total
-    rows.append(
-        (
-            "CPU per stateless print(1), concurrency 8 (cgroup)",
-            f"{ours * 1000:.1f} ms",
-            f"{bare * 1000:.1f} ms (bare python3 -c)",
-            f"{ours / bare:.2f}x",
-            "<= 0.5x",
-        )
-    )
-    print(table(rows))
 
 
 if __name__ == "__main__":

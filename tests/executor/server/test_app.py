@@ -33,7 +33,10 @@ def test_health_needs_no_token_and_reports_pools(executor_process: ExecutorProce
     response = httpx.get(f"{executor_process.url}/health")
     assert response.status_code == 200
     body = response.json()
-    assert set(body["pools"]) == {"python", "javascript", "bash", "c"}
+    # Sessions have a pool of their own when stateless Python runs come from the zygote.
+    zygote = body["backend"]["stateless_python"].startswith("zygote")
+    sessions = {"python-sessions"} if zygote else set()
+    assert set(body["pools"]) == {"python", "javascript", "bash", "c"} | sessions
     assert body["pools"]["python"]["size"] == 4
     assert "bubblewrap" in body["backend"]["isolation"]
 
