@@ -117,8 +117,9 @@ class OutputStore:
     def discard(self, captures: dict[str, StreamCapture]) -> None:
         """Drop the spill files of an execution that is not kept."""
         for capture in captures.values():
+            spilled = capture.spilled
             capture.close()
-            if capture.spill_path is not None:
+            if spilled and capture.spill_path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(capture.spill_path)
 

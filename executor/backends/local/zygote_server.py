@@ -230,7 +230,9 @@ def _preload(config: dict[str, Any]) -> object:
         if isinstance(value, str):
             setattr(sys, name, value.replace(host_runtime, runtime))
     import ast  # noqa: F401
+    import fcntl  # noqa: F401  (the children's own set-up: loopback, rlimits)
     import linecache  # noqa: F401
+    import resource  # noqa: F401
     import traceback  # noqa: F401
     import types  # noqa: F401
 
