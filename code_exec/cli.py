@@ -1,6 +1,7 @@
 """`code-exec`: run the service (everything, or one role), and manage tokens and keys."""
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -13,13 +14,12 @@ from pydantic import ValidationError
 
 from code_exec.compose import check_executor, connect
 from code_exec.local_executor import ensure_local_executor
-from code_exec.serving import serve
 from executor.config import ClientSettings, ExecutorSettings
 from executor.errors import ExecutorError, validation_text
-from executor.server.app import create_app
-from openai_tools.app import create_api_app
-from openai_tools.auth import MAX_SUBJECT_CHARS, hash_api_key, issue_token
 from openai_tools.config import ApiSettings
+
+# Each command imports what only it needs (the HTTP apps, uvicorn, the JWT code) when it runs:
+# `code-exec mcp` is started by MCP clients that wait about five seconds for its answer.
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -42,6 +42,9 @@ def parse_ttl(text: str) -> int:
 
 
 def _executor(args: argparse.Namespace) -> int:
+    from code_exec.serving import serve
+    from executor.server.app import create_app
+
     overrides: dict[str, object] = {"dev_mode": True} if args.dev else {}
     settings = ExecutorSettings(**overrides)  # type: ignore[arg-type]
     host, port = args.host or settings.host, args.port or settings.port
@@ -75,6 +78,10 @@ def _api_settings(dev: bool) -> ApiSettings:
 
 
 def _api(args: argparse.Namespace, *, dev: bool) -> int:
+    from code_exec.serving import serve
+    from openai_tools.app import create_api_app
+    from openai_tools.auth import issue_token
+
     try:
         settings = _api_settings(dev)
         check_executor(settings, ExecutorSettings())
@@ -109,6 +116,8 @@ def _api(args: argparse.Namespace, *, dev: bool) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    from openai_tools.auth import issue_token
+
     try:
         settings = _api_settings(args.dev)
         token = issue_token(settings, args.user, args.ttl)
@@ -139,7 +148,8 @@ def _mcp(args: argparse.Namespace) -> int:
         if not settings.remote and not args.in_process:
             # Sessions outlive this process: clients start one `code-exec mcp` per call.
             idle = max(executor_settings.session_idle_ttl_s, 60.0) + 60.0
-            local = ensure_local_executor(executor_settings, idle)
+            # Reached (started when none runs) in the background: `initialize` is answered now.
+            local = functools.partial(ensure_local_executor, executor_settings, idle)
         anyio.run(serve_stdio, connect(settings, executor_settings, local=local), args.user)
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
@@ -181,6 +191,8 @@ def _setup(args: argparse.Namespace) -> int:
 
 
 def _key(args: argparse.Namespace) -> int:
+    from openai_tools.auth import MAX_SUBJECT_CHARS, hash_api_key
+
     user: str = args.user
     if not user or len(user) > MAX_SUBJECT_CHARS or any(c in user for c in ",: \t\n\r"):
         print(

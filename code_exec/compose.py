@@ -5,7 +5,7 @@
              ─► ToolSet (descriptions from the limits the executor reports)
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -13,6 +13,7 @@ import anyio
 from code_exec.local_executor import LocalExecutor
 from executor.backends import Backend
 from executor.clients import CappedClient, HttpClient, RoutingClient
+from executor.clients.deferred import DeferredClient
 from executor.config import ClientSettings, ExecutorSettings
 from executor.core import Executor
 from executor.errors import ExecutorError
@@ -24,10 +25,17 @@ async def _open(
     settings: ClientSettings,
     executor_settings: ExecutorSettings,
     backend: Backend | None,
-    local: LocalExecutor | None,
+    local: Callable[[], LocalExecutor] | None,
 ) -> ExecutorClient:
     if local is not None:
-        return HttpClient("http://local-executor", local.token, transport=local.transport())
+        start = local
+
+        async def attach() -> ExecutorClient:
+            # Blocking (it may start the executor and wait for it): in a thread.
+            reached = await anyio.to_thread.run_sync(start)
+            return HttpClient("http://local-executor", reached.token, transport=reached.transport())
+
+        return DeferredClient(attach)
     if settings.executor_urls:
         router = RoutingClient.over_http(settings.executor_urls, settings.require_token())
         await router.start()
@@ -64,19 +72,27 @@ async def connect(
     settings: ClientSettings,
     executor_settings: ExecutorSettings | None = None,
     backend: Backend | None = None,
-    local: LocalExecutor | None = None,
+    local: Callable[[], LocalExecutor] | None = None,
 ) -> AsyncIterator[tuple[ExecutorClient, ToolSet]]:
     """The capped executor client the settings name, and its tools; closed on exit.
 
     An in-process executor uses `backend` when given (else the one its settings name); with
-    `local`, the client is the shared local executor's, over its Unix socket.
+    `local` (which reaches the shared local executor, starting it when none runs), the client
+    is that executor's, over its Unix socket, reached in the background: the tools are
+    described from this process's settings, which are the local executor's too, so that a
+    client's `initialize` and `tools/list` are answered before the executor is up.
     """
     settings.check()
     executor_settings = executor_settings or ExecutorSettings()
     inner = await _open(settings, executor_settings, backend, local)
     try:
         client = CappedClient(inner, settings.max_concurrent_runs_per_user)
-        yield client, await toolset_for(client, executor_settings)
+        tools = (
+            ToolSet(executor_settings.limits())
+            if local is not None
+            else await toolset_for(client, executor_settings)
+        )
+        yield client, tools
     finally:
         with anyio.CancelScope(shield=True):
             await inner.aclose()
