@@ -14,7 +14,7 @@ from executor.backends.local.launcher import LAUNCHER, build_launcher
 from executor.backends.local.limits import CgroupLimiter
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
 from executor.backends.local.runtime import runtime_ready
-from executor.backends.local.sandbox import LocalSandbox, SandboxContext
+from executor.backends.local.sandbox import LocalSandbox, RunLimits, SandboxContext
 from executor.backends.local.seccomp import compile_filter
 from executor.backends.local.workspace import Workspace, tmpfs_supported
 from executor.backends.local.zygote import (
@@ -348,10 +348,12 @@ class LocalBackend:
         uid, gid = self._allocate_uid()
         context = ChildContext(
             zygote=zygote,
-            cgroups=self.cgroups,
-            max_output_bytes=self.settings.max_output_bytes,
-            memory_limit_mib=self.policy.limits.memory_mib,
-            interrupt_grace_s=self.settings.interrupt_grace_s,
+            limits=RunLimits(
+                self.cgroups,
+                self.settings.max_output_bytes,
+                self.settings.interrupt_grace_s,
+                self.policy.limits.memory_mib,
+            ),
             release=self.release,
         )
         sandbox = ZygoteSandbox(context, f"zy{self._counter}-{os.urandom(4).hex()}", uid, gid)

@@ -96,6 +96,11 @@ class RunnerProcess(Protocol):
     """The process a runner lives in, as a run waits for it (bubblewrap, or a zygote child)."""
 
     @property
+    def pid(self) -> int:
+        """Its host pid."""
+        ...
+
+    @property
     def returncode(self) -> int | None:
         """Its exit status once it has exited (negative: the signal that killed it)."""
         ...

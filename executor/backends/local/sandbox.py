@@ -21,7 +21,14 @@ from executor.backends.local.launcher import above_launcher_fds, launch_prefix
 from executor.backends.local.limits import CgroupHandle, CgroupLimiter
 from executor.backends.local.policy import SandboxPaths, SandboxPolicy
 from executor.backends.local.protocol import ControlChannel, ProtocolError, is_ready
-from executor.backends.local.runs import OutputStream, RunnerChannel, execute, interpret
+from executor.backends.local.runs import (
+    OutputStream,
+    RunEnd,
+    RunnerChannel,
+    RunnerProcess,
+    execute,
+    interpret,
+)
 from executor.backends.local.workspace import Workspace
 from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
@@ -61,28 +68,33 @@ def _own_processes(bwrap_pid: int) -> tuple[frozenset[int], int | None]:
     return frozenset({bwrap_pid, *inits, *runners[:1]}), runner
 
 
-class LocalSandbox:
-    """A sandbox started by the local backend."""
+@dataclass(frozen=True)
+class RunLimits:
+    """What every run of a local sandbox is held to, and the cgroups that hold it."""
 
-    def __init__(
-        self,
-        context: SandboxContext,
-        language: Language,
-        sandbox_id: str,
-        workspace: Workspace,
-    ) -> None:
-        self._context = context
-        self._language = language
+    cgroups: CgroupLimiter
+    max_output_bytes: int
+    interrupt_grace_s: float
+    memory_limit_mib: int
+
+
+class RunnerSandbox:
+    """What both kinds of local sandbox share: a runner in a process of its own, in a cgroup.
+
+    LocalSandbox (bubblewrap) and zygote.ZygoteSandbox (a clone of the zygote) differ in how
+    the process starts and what it is made of; identity, liveness, the processes and memory
+    seen through the cgroup, and the cgroup's removal are the same.
+    """
+
+    def __init__(self, sandbox_id: str, language: Language, limits: RunLimits) -> None:
         self._id = sandbox_id
-        self.workspace = workspace
-        self._proc: asyncio.subprocess.Process | None = None
+        self._language = language
+        self._limits = limits
+        self._cgroups = limits.cgroups
+        self._process: RunnerProcess | None = None
         self._cgroup: CgroupHandle | None = None
-        self._channel: RunnerChannel | None = None
-        self._runner_pid: int | None = None
-        self._own_pids: frozenset[int] = frozenset()
         self._closed = False
         self._killed = True  # until a runner says it is ready
-        self._generation = 0
 
     @property
     def id(self) -> str:
@@ -100,14 +112,131 @@ class LocalSandbox:
         return (
             not self._closed
             and not self._killed
-            and self._proc is not None
-            and self._proc.returncode is None
+            and self._process is not None
+            and self._process.returncode is None
         )
 
     @property
     def pid(self) -> int | None:
-        """Host pid of the outer bubblewrap process."""
-        return self._proc.pid if self._proc else None
+        """Host pid of the sandbox's outermost process (bubblewrap's, or the zygote child)."""
+        return self._process.pid if self._process is not None else None
+
+    def process_ids(self) -> list[int]:
+        """Host pids of every process of the sandbox, its outermost one included."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return []
+        if self._cgroup is not None:
+            return sorted({process.pid, *self._cgroups.pids_of(self._cgroup)})
+        return procfs.tree(process.pid)
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel's OOM killer acted in the sandbox (False once it is killed)."""
+        return self._cgroup is not None and self._cgroups.oom_killed(self._cgroup)
+
+    async def memory_bytes(self) -> int | None:
+        """Resident memory of all processes of the sandbox."""
+        return sum(procfs.rss_bytes(pid) for pid in self.process_ids()) or None
+
+    # The run target (runs.RunTarget): each kind says how.
+
+    def runner_pid(self) -> int | None:
+        """Host pid of the runner, when it can be found."""
+        raise NotImplementedError
+
+    def own_pids(self) -> frozenset[int]:
+        """Host pids that are the sandbox itself, not processes the code made."""
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """Kill every process of the sandbox now, without waiting."""
+        raise NotImplementedError
+
+    async def kill(self) -> None:
+        """Kill every process of the sandbox."""
+        raise NotImplementedError
+
+    async def _run_on(
+        self,
+        channel: RunnerChannel,
+        code: str,
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        keep_state: bool,
+        on_output: OutputCallback | None,
+        stdout: StreamCapture | None,
+        stderr: StreamCapture | None,
+    ) -> tuple[RunEnd, RunOutcome]:
+        """One run through channel: how it ended, and what that means (a run the sandbox's
+        closing cut short ends as killed)."""
+        limits = self._limits
+        stdout = stdout or StreamCapture(limits.max_output_bytes)
+        stderr = stderr or StreamCapture(limits.max_output_bytes)
+        end = await execute(
+            self,
+            channel,
+            code,
+            env=env,
+            timeout=timeout,
+            keep_state=keep_state,
+            interrupt_grace_s=limits.interrupt_grace_s,
+            on_output=on_output,
+            stdout=stdout,
+            stderr=stderr,
+        )
+        outcome = interpret(
+            end,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=timeout,
+            keep_state=keep_state,
+            memory_limit_mib=limits.memory_limit_mib,
+        )
+        if self._closed and end.done is None:
+            outcome = closed_during(outcome, keep_state)
+        return end, outcome
+
+    async def _remove_cgroup(self) -> None:
+        """Remove the cgroup, killing what is still in it first (it may take a few tries)."""
+        if self._cgroup is None:
+            return
+        cgroup, self._cgroup = self._cgroup, None
+        for _ in range(50):
+            # rmdir of a cgroup waits on the kernel (0.4 ms each on v1): off the loop.
+            if await asyncio.to_thread(self._cgroups.remove, cgroup):
+                break
+            self._cgroups.kill_all(cgroup)
+            await asyncio.sleep(0.02)
+
+
+class LocalSandbox(RunnerSandbox):
+    """A sandbox started by the local backend."""
+
+    def __init__(
+        self,
+        context: SandboxContext,
+        language: Language,
+        sandbox_id: str,
+        workspace: Workspace,
+    ) -> None:
+        super().__init__(
+            sandbox_id,
+            language,
+            RunLimits(
+                context.cgroups,
+                context.max_output_bytes,
+                context.interrupt_grace_s,
+                context.policy.limits.memory_mib,
+            ),
+        )
+        self._context = context
+        self.workspace = workspace
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: RunnerChannel | None = None
+        self._runner_pid: int | None = None
+        self._own_pids: frozenset[int] = frozenset()
+        self._generation = 0
 
     # --- life cycle ---
 
@@ -149,7 +278,7 @@ class LocalSandbox:
                 seccomp=context.seccomp,
                 data_fd=data,
             )
-            self._proc = proc = await asyncio.create_subprocess_exec(
+            self._process = proc = await asyncio.create_subprocess_exec(
                 *launch_prefix(
                     context.policy,
                     self._language,
@@ -213,7 +342,7 @@ class LocalSandbox:
         What a cancelled run does last: nothing here awaits, so nothing can interrupt it.
         """
         self._killed = True
-        proc = self._proc
+        proc = self._process
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -229,18 +358,10 @@ class LocalSandbox:
     async def kill(self) -> None:
         """Kill every process of the sandbox, reap bubblewrap and remove the cgroup."""
         self.abandon()
-        cgroups = self._context.cgroups
-        if self._proc is not None:
+        if self._process is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proc.wait(), 5)
-        if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
-            for _ in range(50):
-                # rmdir of a cgroup waits on the kernel (0.4 ms each on v1): off the loop.
-                if await asyncio.to_thread(cgroups.remove, cgroup):
-                    break
-                cgroups.kill_all(cgroup)
-                await asyncio.sleep(0.02)
+                await asyncio.wait_for(self._process.wait(), 5)
+        await self._remove_cgroup()
 
     async def restart(self) -> None:
         """Kill the processes and start a fresh runner on the same workspace (files kept).
@@ -280,31 +401,18 @@ class LocalSandbox:
         self._refuse_if_closed()
         if not self.alive or self._channel is None:
             raise SandboxFailure(f"sandbox {self._id} is not running; restart it first")
-        context = self._context
-        stdout = stdout or StreamCapture(context.max_output_bytes)
-        stderr = stderr or StreamCapture(context.max_output_bytes)
-        end = await execute(
-            self,
+        end, outcome = await self._run_on(
             self._channel,
             code,
             env=env,
             timeout=timeout,
             keep_state=keep_state,
-            interrupt_grace_s=context.interrupt_grace_s,
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
         )
-        outcome = interpret(
-            end,
-            stdout=stdout,
-            stderr=stderr,
-            timeout=timeout,
-            keep_state=keep_state,
-            memory_limit_mib=context.policy.limits.memory_mib,
-        )
         if self._closed and end.done is None:
-            return closed_during(outcome, keep_state)
+            return outcome
         if keep_state and (end.done is None or not self.alive):
             # A session must get a runner that answers: a fresh one, on the same files.
             outcome.state_lost = True
@@ -325,23 +433,6 @@ class LocalSandbox:
     def own_pids(self) -> frozenset[int]:
         """Host pids that are the sandbox itself: bubblewrap's two processes and the runner."""
         return self._own_pids
-
-    def process_ids(self) -> list[int]:
-        """Host pids of every process of the sandbox, bubblewrap included."""
-        if self._proc is None or self._proc.returncode is not None:
-            return []
-        if self._cgroup is not None:
-            pids = self._context.cgroups.pids_of(self._cgroup)
-            return sorted({self._proc.pid, *pids})
-        return procfs.tree(self._proc.pid)
-
-    def oom_killed(self) -> bool:
-        """Whether the kernel's OOM killer acted in the sandbox (False once it is killed)."""
-        return self._cgroup is not None and self._context.cgroups.oom_killed(self._cgroup)
-
-    async def memory_bytes(self) -> int | None:
-        """Resident memory of all processes of the sandbox."""
-        return sum(procfs.rss_bytes(pid) for pid in self.process_ids()) or None
 
     # --- files ---
 

@@ -64,8 +64,6 @@ from typing import Any, TypeVar
 
 from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
-from executor.backends.local import procfs
-from executor.backends.local.limits import CgroupHandle, CgroupLimiter
 from executor.backends.local.policy import (
     SANDBOX_HOME,
     SANDBOX_RUNNERS,
@@ -75,8 +73,8 @@ from executor.backends.local.policy import (
     Slot,
 )
 from executor.backends.local.protocol import ControlChannel, ProtocolError, is_ready
-from executor.backends.local.runs import OutputStream, RunnerChannel, execute, interpret
-from executor.backends.local.sandbox import closed_during
+from executor.backends.local.runs import OutputStream, RunnerChannel
+from executor.backends.local.sandbox import RunLimits, RunnerSandbox
 from executor.backends.local.workspace import Workspace
 from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
@@ -342,57 +340,25 @@ class ChildContext:
     """What a zygote sandbox needs of the backend that made it."""
 
     zygote: ZygoteProcess
-    cgroups: CgroupLimiter
-    max_output_bytes: int
-    memory_limit_mib: int
-    interrupt_grace_s: float
+    limits: RunLimits
     release: Callable[["ZygoteSandbox"], None]
 
 
-class ZygoteSandbox:
+class ZygoteSandbox(RunnerSandbox):
     """A ready Python runner forked from the zygote, for one stateless run."""
 
     def __init__(self, context: ChildContext, sandbox_id: str, uid: int, gid: int) -> None:
+        super().__init__(sandbox_id, Language.PYTHON, context.limits)
         self._context = context
-        self._id = sandbox_id
         self.uid, self.gid = uid, gid
-        self._cgroup: CgroupHandle | None = None
         self._process: ChildProcess | None = None
         self._channel: RunnerChannel | None = None
-        self._closed = False
-        self._killed = True  # until its runner says it is ready
-        self._files: dict[str, bytes] = {}
-
-    @property
-    def id(self) -> str:
-        """Unique id of the sandbox."""
-        return self._id
-
-    @property
-    def language(self) -> Language:
-        """Python: the zygote's only language."""
-        return Language.PYTHON
-
-    @property
-    def alive(self) -> bool:
-        """Whether the runner can take its run."""
-        return (
-            not self._closed
-            and not self._killed
-            and self._process is not None
-            and self._process.returncode is None
-        )
-
-    @property
-    def pid(self) -> int | None:
-        """Host pid of the child (pid 1 of its namespace)."""
-        return self._process.pid if self._process is not None else None
 
     async def start(self) -> None:
         """Have the zygote clone the child, and wait until its runner is ready."""
         loop = asyncio.get_running_loop()
         context = self._context
-        self._cgroup = await asyncio.to_thread(context.cgroups.create, f"{self._id}-0")
+        self._cgroup = await asyncio.to_thread(self._cgroups.create, f"{self._id}-0")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mine.setblocking(False)
         ends: list[int] = []
@@ -471,18 +437,6 @@ class ZygoteSandbox:
         """The child: the sandbox itself."""
         return frozenset({self.pid}) if self.pid is not None else frozenset()
 
-    def process_ids(self) -> list[int]:
-        """Host pids of every process of the sandbox."""
-        if self._process is None or self._process.returncode is not None:
-            return []
-        if self._cgroup is not None:
-            return self._context.cgroups.pids_of(self._cgroup)
-        return procfs.tree(self._process.pid)
-
-    def oom_killed(self) -> bool:
-        """Whether the kernel's OOM killer acted in the sandbox."""
-        return self._cgroup is not None and self._context.cgroups.oom_killed(self._cgroup)
-
     def abandon(self) -> None:
         """Kill every process of the sandbox now, without waiting.
 
@@ -506,17 +460,6 @@ class ZygoteSandbox:
                 await asyncio.wait_for(self._process.wait(), 5)
             self._process.close()
         await self._remove_cgroup()
-
-    async def _remove_cgroup(self) -> None:
-        cgroups = self._context.cgroups
-        if self._cgroup is not None:
-            cgroup, self._cgroup = self._cgroup, None
-            for _ in range(50):
-                # rmdir of a cgroup waits on the kernel (0.4 ms each on v1): off the loop.
-                if await asyncio.to_thread(cgroups.remove, cgroup):
-                    break
-                cgroups.kill_all(cgroup)
-                await asyncio.sleep(0.02)
 
     async def restart(self) -> None:
         """A zygote sandbox serves one stateless run and never starts again."""
@@ -551,32 +494,18 @@ class ZygoteSandbox:
         """
         if self._closed or not self.alive or self._channel is None:
             raise SandboxFailure(f"sandbox {self._id} is not running; use a new one")
-        context = self._context
-        stdout = stdout or StreamCapture(context.max_output_bytes)
-        stderr = stderr or StreamCapture(context.max_output_bytes)
-        end = await execute(
-            self,
+        end, outcome = await self._run_on(
             self._channel,
             code,
             env=env,
             timeout=timeout,
             keep_state=keep_state,
-            interrupt_grace_s=context.interrupt_grace_s,
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
         )
-        outcome = interpret(
-            end,
-            stdout=stdout,
-            stderr=stderr,
-            timeout=timeout,
-            keep_state=keep_state,
-            memory_limit_mib=context.memory_limit_mib,
-        )
-        if self._closed and end.done is None:
-            return closed_during(outcome, keep_state)
-        outcome.state_lost = keep_state and (end.done is None or not self.alive)
+        if not (self._closed and end.done is None):
+            outcome.state_lost = keep_state and (end.done is None or not self.alive)
         return outcome
 
     # --- files (before its run: the request's files; the workspace is the child's own) ---
@@ -632,10 +561,6 @@ class ZygoteSandbox:
     async def list_files(self, path: str) -> list[FileInfo]:
         """List the child's /home/user."""
         return await self._as_sandbox_user(self._workspace().list_files, path)
-
-    async def memory_bytes(self) -> int | None:
-        """Resident memory of the sandbox's processes."""
-        return sum(procfs.rss_bytes(pid) for pid in self.process_ids()) or None
 
 
 class ZygoteKeeper:
