@@ -320,7 +320,14 @@ class LocalBackend:
             raise SandboxFailure("the local backend is not started: call start() first")
         zygote = self._zygote.ready if self._zygote is not None else None
         if stateless and language is Language.PYTHON and zygote is not None:
-            return await self._fork(zygote)
+            try:
+                return await self._fork(zygote)
+            except SandboxFailure as exc:
+                if zygote.alive:
+                    raise
+                # It died under this request, before its keeper noticed: not this caller's
+                # problem, a bubblewrap sandbox serves as well.
+                log.warning("the zygote died (%s); a bubblewrap sandbox instead", exc.message)
         self._counter += 1
         sandbox_id = f"sb{self._counter}-{os.urandom(4).hex()}"
         uid, gid = self._allocate_uid()

@@ -179,13 +179,28 @@ class ZygoteProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: socket.socket | None = None
         self._logger: asyncio.Task[None] | None = None
+        self._broken = False  # its end of the control socket failed: it is dying
         self.started = 0
         self.last_error: str | None = None
 
     @property
     def alive(self) -> bool:
-        """Whether it can take requests."""
-        return self._proc is not None and self._proc.returncode is None and bool(self._channel)
+        """Whether it can take requests (False as soon as its socket fails, before its exit
+        status is in)."""
+        return (
+            not self._broken
+            and self._proc is not None
+            and self._proc.returncode is None
+            and self._channel is not None
+        )
+
+    def broke(self) -> None:
+        """It failed a request the way only a dying zygote does: no more requests, and it is
+        ended for good measure, so that its keeper starts a new one whatever the cause."""
+        self._broken = True
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
 
     @property
     def pid(self) -> int | None:
@@ -270,6 +285,7 @@ class ZygoteProcess:
                 finally:
                     loop.remove_writer(channel)
             except OSError as exc:
+                self.broke()
                 raise SandboxFailure(f"the zygote is not reachable: {exc}") from exc
 
     async def stop(self) -> None:
@@ -382,6 +398,8 @@ class ZygoteSandbox(RunnerSandbox):
             reply = json.loads(
                 await asyncio.wait_for(loop.sock_recv(mine, 4096), _CHILD_TIMEOUT_S) or b"{}"
             )
+            if not reply:
+                context.zygote.broke()  # it closed the connection without a word: it died
             if "pid" not in reply:
                 raise SandboxFailure(
                     f"the zygote could not start a sandbox: {reply.get('error', 'no answer')}"
