@@ -534,6 +534,10 @@ class ZygoteSandbox(RunnerSandbox):
         return self._workspace()
 
     def _workspace(self) -> Workspace:
+        # Reached through /proc/<pid>/root while the child is alive (its exit is told by the
+        # zygote). Were it to die and its pid be reused within one file operation, the write
+        # would land in another process's view, but with the sandbox's own uid as file-system
+        # identity (_as_sandbox_user), which owns nothing outside sandboxes.
         if self.pid is None or not self.alive:
             raise SandboxFailure(f"sandbox {self._id} is not running")
         root = Path(f"/proc/{self.pid}/root")
