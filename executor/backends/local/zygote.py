@@ -377,23 +377,30 @@ class ZygoteSandbox(RunnerSandbox):
         self._cgroup = await asyncio.to_thread(self._cgroups.create, f"{self._id}-0")
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mine.setblocking(False)
-        ends: list[int] = []
+        ends: list[int] = []  # the executor's ends of the pipes
+        given: list[int] = []  # the child's, closed here once sent (or on failure)
         try:
             in_r, in_w = os.pipe()
+            ends.append(in_w)
+            given.append(in_r)
             out_r, out_w = os.pipe()
+            ends.append(out_r)
+            given.append(out_w)
             stdout_r, stdout_w = os.pipe()
+            ends.append(stdout_r)
+            given.append(stdout_w)
             stderr_r, stderr_w = os.pipe()
-            ends = [in_w, out_r, stdout_r, stderr_r]
-            procs = [
-                os.open(p, os.O_WRONLY | os.O_CLOEXEC)
-                for p in (self._cgroup.procs_files if self._cgroup else [])
-            ]
+            ends.append(stderr_r)
+            given.append(stderr_w)
+            for path in self._cgroup.procs_files if self._cgroup else []:
+                given.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+            procs = given[4:]
             theirs_fds = [theirs.fileno(), stdout_w, stderr_w, in_r, out_w, *procs]
             try:
                 await context.zygote.request(self.uid, theirs_fds)
             finally:
-                for fd in theirs_fds[1:]:
-                    os.close(fd)
+                while given:
+                    os.close(given.pop())
                 theirs.close()
             reply = json.loads(
                 await asyncio.wait_for(loop.sock_recv(mine, 4096), _CHILD_TIMEOUT_S) or b"{}"
@@ -406,7 +413,8 @@ class ZygoteSandbox(RunnerSandbox):
                 )
         except BaseException:
             mine.close()
-            for fd in ends:
+            theirs.close()
+            for fd in (*ends, *given):
                 os.close(fd)
             await self._remove_cgroup()
             raise

@@ -213,3 +213,23 @@ async def test_stateless_runs_use_the_zygote_and_sessions_bubblewrap(
         assert kinds == {"ZygoteSandbox", "LocalSandbox"}
     finally:
         await executor.aclose()
+
+
+async def test_many_runs_leak_no_descriptor_cgroup_or_process(make_backend: MakeBackend) -> None:
+    backend = await _zygote_backend(make_backend)
+    warm = await _child(backend)  # the first sandbox's one-time costs (threads, caches)
+    await warm.close()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    parents = [Path(p) for p in backend.cgroups._parents.values()]
+    zygote = backend._zygote.ready if backend._zygote else None
+    assert zygote is not None and zygote.pid is not None
+    for i in range(30):
+        sandbox = await _child(backend)
+        code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('x')"
+        if i % 3 == 0:  # some end by their timeout, with a child process still running
+            code += "\nimport time\ntime.sleep(60)"
+        await sandbox.run(code, env={}, timeout=0.5 if i % 3 == 0 else 10, keep_state=False)
+        await sandbox.close()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2  # the loop's own, at most
+    assert [d for parent in parents for d in parent.iterdir() if d.is_dir()] == []
+    assert _proc(zygote.pid, f"task/{zygote.pid}/children").split() == []
