@@ -242,8 +242,8 @@ def _preload(config: dict[str, Any]) -> object:
 
 
 def _retitle(argv: list[str]) -> None:
-    """Write argv over this process's own command line (which every child inherits as its
-    pid 1's): the sandbox must not read the host paths the zygote was started with. When the
+    """Write argv over this process's own command line: the sandbox must not read the host
+    paths the zygote was started with (a child inherits the zygote's as its pid 1's). When the
     new one does not fit, only its first word is written; the rest of the area is zeroed."""
     with open("/proc/self/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
@@ -345,6 +345,9 @@ def _child(config: dict[str, Any], fds: dict[str, Any], maps_ready: int, runner:
     status = SETUP_FAILED
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "death signal")
+        # The command line a bubblewrap runner has, as its pid 1's: no host path.
+        python = f"{config['runtime']}/python/bin/python"
+        _retitle([python, "-I", config["runner_path"], "python"])
         for fd in fds["cgroups"]:
             os.write(fd, b"0")
         if os.read(maps_ready, 1) != b"1":  # the zygote writes the id maps, then says so
@@ -567,7 +570,7 @@ def main() -> None:
     _enter_user_namespace()
     _build_root(config["root"])
     runner = _preload(config)
-    _retitle([f"{config['runtime']}/python/bin/python", "-I", config["runner_path"], "python"])
+    _retitle(["code-exec-zygote"])  # what `ps` on the host shows; each child writes its own
     gc.collect()
     gc.freeze()  # the preloaded heap stays out of the children's collections: fewer COW faults
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -233,3 +233,27 @@ async def test_many_runs_leak_no_descriptor_cgroup_or_process(make_backend: Make
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 2  # the loop's own, at most
     assert [d for parent in parents for d in parent.iterdir() if d.is_dir()] == []
     assert _proc(zygote.pid, f"task/{zygote.pid}/children").split() == []
+
+
+async def test_the_zygote_is_named_on_the_host_and_a_run_sees_a_runner(
+    make_backend: MakeBackend,
+) -> None:
+    backend = await _zygote_backend(make_backend)
+    zygote = backend._zygote.ready if backend._zygote else None
+    assert zygote is not None and zygote.pid is not None
+    assert _proc(zygote.pid, "cmdline").split(b"\0")[0] == b"code-exec-zygote"
+    sandbox = await _child(backend)
+    seen = ok(
+        await run(
+            sandbox, "print(open('/proc/1/cmdline').read().split('\\0')[:4])", keep_state=False
+        )
+    )
+    assert seen.strip() == str(
+        [
+            "/opt/code-exec/runtime/python/bin/python",
+            "-I",
+            "/opt/code-exec/runners/python_runner.py",
+            "python",
+        ]
+    )
+    await sandbox.close()
