@@ -224,6 +224,12 @@ def test_a_dropped_stream_resumes_with_last_event_id(mcp_api: Api) -> None:
         # Leaving the block closed the connection, long before the run's end.
         assert time.monotonic() - started < 2.5
         assert priming["data"] == "" and int(priming["retry"]) > 0
+        # Reconnect as a client does, a moment later, once "before" is surely out (stored while
+        # nobody listened): it must come back in the replay. (Resuming at the very moment a
+        # message comes can lose that message: the SDK replays, then sends a new priming event,
+        # then registers the stream for live messages; one routed in between is stored but not
+        # sent. mcp 1.x streamable_http._replay_events; noted in the closing note.)
+        time.sleep(0.5)
         progress, result = [], None
         resume = {**headers, "last-event-id": priming["id"]}
         with http.stream("GET", url, headers=resume) as resumed:
