@@ -9,6 +9,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TypeVar
 
 from executor.backends.local.launcher import LAUNCHER, build_launcher
 from executor.backends.local.limits import CgroupLimiter
@@ -31,6 +32,7 @@ from schemas.health import BackendHealth
 from schemas.languages import Language
 
 log = logging.getLogger(__name__)
+SandboxT = TypeVar("SandboxT", LocalSandbox, ZygoteSandbox)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MIB = 1024 * 1024
@@ -341,8 +343,13 @@ class LocalBackend:
             if self.is_root:
                 self._free_uids.append(uid)
             raise
-        sandbox = LocalSandbox(self._sandbox_context(), language, sandbox_id, workspace)
-        self._live[sandbox_id] = sandbox
+        return await self._started(
+            LocalSandbox(self._sandbox_context(), language, sandbox_id, workspace)
+        )
+
+    async def _started(self, sandbox: SandboxT) -> SandboxT:
+        """The sandbox, counted live and started (closed again if it does not start)."""
+        self._live[sandbox.id] = sandbox
         try:
             await sandbox.start()
         except BaseException:
@@ -363,14 +370,8 @@ class LocalBackend:
             ),
             release=self.release,
         )
-        sandbox = ZygoteSandbox(context, f"zy{self._counter}-{os.urandom(4).hex()}", uid, gid)
-        self._live[sandbox.id] = sandbox
-        try:
-            await sandbox.start()
-        except BaseException:
-            await sandbox.close()
-            raise
-        return sandbox
+        sandbox_id = f"zy{self._counter}-{os.urandom(4).hex()}"
+        return await self._started(ZygoteSandbox(context, sandbox_id, uid, gid))
 
     def _sandbox_context(self) -> SandboxContext:
         return SandboxContext(

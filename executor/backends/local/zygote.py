@@ -180,7 +180,6 @@ class ZygoteProcess:
         self._channel: socket.socket | None = None
         self._logger: asyncio.Task[None] | None = None
         self._broken = False  # its end of the control socket failed: it is dying
-        self.started = 0
         self.last_error: str | None = None
 
     @property
@@ -247,7 +246,6 @@ class ZygoteProcess:
             raise
         mine.setblocking(False)
         self._channel = mine
-        self.started += 1
 
     async def _why(self, proc: asyncio.subprocess.Process) -> str:
         with contextlib.suppress(TimeoutError):
@@ -271,11 +269,10 @@ class ZygoteProcess:
         if channel is None or not self.alive:
             raise SandboxFailure("the zygote is not running")
         message = json.dumps({"uid": host_uid}).encode()
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_array(fds))]
         loop = asyncio.get_running_loop()
         while True:
             try:
-                channel.sendmsg([message], ancillary)
+                socket.send_fds(channel, [message], fds)
                 return
             except BlockingIOError:
                 writable = loop.create_future()
@@ -306,12 +303,6 @@ class ZygoteProcess:
 def _write_maps(pid: int, maps: bytes) -> None:
     for name in ("uid_map", "gid_map"):
         Path(f"/proc/{pid}/{name}").write_bytes(maps)
-
-
-def _fd_array(fds: list[int]) -> bytes:
-    import array
-
-    return array.array("i", fds).tobytes()
 
 
 class ChildProcess:
@@ -380,18 +371,13 @@ class ZygoteSandbox(RunnerSandbox):
         ends: list[int] = []  # the executor's ends of the pipes
         given: list[int] = []  # the child's, closed here once sent (or on failure)
         try:
-            in_r, in_w = os.pipe()
-            ends.append(in_w)
-            given.append(in_r)
-            out_r, out_w = os.pipe()
-            ends.append(out_r)
-            given.append(out_w)
-            stdout_r, stdout_w = os.pipe()
-            ends.append(stdout_r)
-            given.append(stdout_w)
-            stderr_r, stderr_w = os.pipe()
-            ends.append(stderr_r)
-            given.append(stderr_w)
+            # Control input (the executor writes), control output, stdout, stderr (it reads).
+            for executor_reads in (False, True, True, True):
+                read, write = os.pipe()
+                ends.append(read if executor_reads else write)
+                given.append(write if executor_reads else read)
+            in_w, out_r, stdout_r, stderr_r = ends
+            in_r, out_w, stdout_w, stderr_w = given
             for path in self._cgroup.procs_files if self._cgroup else []:
                 given.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
             procs = given[4:]
@@ -539,9 +525,6 @@ class ZygoteSandbox(RunnerSandbox):
     @property
     def workspace(self) -> Workspace:
         """The child's /home/user and /tmp, as the host reaches them (through /proc)."""
-        return self._workspace()
-
-    def _workspace(self) -> Workspace:
         # Reached through /proc/<pid>/root while the child is alive (its exit is told by the
         # zygote). Were it to die and its pid be reused within one file operation, the write
         # would land in another process's view, but with the sandbox's own uid as file-system
@@ -576,21 +559,21 @@ class ZygoteSandbox(RunnerSandbox):
 
     async def write_file(self, path: str, data: bytes | Path) -> None:
         """Write a file into the child's /home/user (through its root, as the host sees it)."""
-        await self._as_sandbox_user(self._workspace().write_file, path, data)
+        await self._as_sandbox_user(self.workspace.write_file, path, data)
 
     async def read_file(self, path: str, max_bytes: int) -> bytes:
         """Read a file of the child's /home/user."""
-        return await self._as_sandbox_user(self._workspace().read_file, path, max_bytes)
+        return await self._as_sandbox_user(self.workspace.read_file, path, max_bytes)
 
     async def open_file(self, path: str, max_bytes: int) -> Download:
         """A file of the child's /home/user, read in chunks."""
-        workspace = self._workspace()
+        workspace = self.workspace
         file, size = await self._as_sandbox_user(workspace.open_regular, path, max_bytes)
         return Download.from_file(file, size)
 
     async def list_files(self, path: str) -> list[FileInfo]:
         """List the child's /home/user."""
-        return await self._as_sandbox_user(self._workspace().list_files, path)
+        return await self._as_sandbox_user(self.workspace.list_files, path)
 
 
 class ZygoteKeeper:
@@ -601,7 +584,6 @@ class ZygoteKeeper:
         self.current: ZygoteProcess | None = None
         self._watcher: asyncio.Task[None] | None = None
         self.restarts = 0
-        self.last_error: str | None = None
 
     @property
     def ready(self) -> ZygoteProcess | None:
@@ -632,7 +614,6 @@ class ZygoteKeeper:
                     await zygote.start()
                 except SandboxFailure as exc:
                     failures += 1
-                    self.last_error = exc.message
                     log.error("could not restart the zygote: %s", exc.message)
                     continue
                 failures = 0

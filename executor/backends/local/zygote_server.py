@@ -450,9 +450,8 @@ class Zygote:
         self.selector = selectors.DefaultSelector()
         self.selector.register(channel, selectors.EVENT_READ, None)
         self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
-        # pidfd -> (pid, connection); connection fd -> pidfd
+        # pidfd -> (pid, connection)
         self.children: dict[int, tuple[int, socket.socket]] = {}
-        self.by_connection: dict[int, int] = {}
 
     def serve(self) -> None:
         while True:
@@ -468,17 +467,12 @@ class Zygote:
                     self._reap(key.data[1])
 
     def _request(self) -> None:
-        fds: list[int] = []
         try:
-            message, ancillary, _, _ = self.channel.recvmsg(65536, socket.CMSG_SPACE(64 * 4))
+            message, fds, _, _ = socket.recv_fds(self.channel, 65536, 64)
         except OSError as exc:
             raise Failure(f"control socket: {exc}") from exc
         if not message:
             raise SystemExit(0)  # the executor closed it
-        for level, kind, payload in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                usable = len(payload) - len(payload) % 4
-                fds += struct.unpack(f"{usable // 4}i", payload[:usable])
         if len(fds) < 5:
             for fd in fds:
                 os.close(fd)
@@ -498,7 +492,6 @@ class Zygote:
         self._answer(connection, {"pid": pid})
         connection.setblocking(False)
         self.children[pidfd] = (pid, connection)
-        self.by_connection[connection.fileno()] = pidfd
         self.selector.register(pidfd, selectors.EVENT_READ, ("child", pidfd))
         self.selector.register(connection, selectors.EVENT_READ, ("connection", pidfd))
 
