@@ -16,7 +16,7 @@ get_client = app_state("client", ExecutorClient)  # type: ignore[type-abstract]
 get_tools = app_state("tools", ToolSet)
 
 
-def current_user(request: Request) -> str:
+async def current_user(request: Request) -> str:
     """The token's subject: the user who owns what this request opens."""
     return require_user(request.scope)
 

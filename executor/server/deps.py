@@ -15,7 +15,7 @@ get_executor = app_state("executor", Executor)
 get_settings = app_state("settings", ExecutorSettings)
 
 
-def check_token(
+async def check_token(
     settings: Annotated[ExecutorSettings, Depends(get_settings)],
     internal_auth_token: Annotated[str | None, Header(alias=AUTH_HEADER)] = None,
 ) -> None:
@@ -27,7 +27,7 @@ def check_token(
         raise Unauthorized(f"wrong {AUTH_HEADER}")
 
 
-def get_user(request: Request) -> str:
+async def get_user(request: Request) -> str:
     """The user the caller acts for (the API service forwards its token's subject)."""
     try:
         user = user_of_header(request.headers.get(USER_HEADER, "default"))
