@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from executor.backends.local.launcher import LAUNCHER, build_launcher
-from executor.backends.local.limits import CgroupLimiter
+from executor.backends.local.limits import CgroupLimiter, SpareCgroups
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
 from executor.backends.local.runtime import runtime_ready
 from executor.backends.local.sandbox import LocalSandbox, RunLimits, SandboxContext
@@ -38,6 +38,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _MIB = 1024 * 1024
 # --size (of /dev/shm's tmpfs) came with bubblewrap 0.8.
 _BWRAP_MIN_VERSION = (0, 8)
+# Emptied zygote cgroups kept for reuse: enough for a full pool turning over at once.
+_SPARE_CGROUPS = 32
 
 
 def missing_runtime(runtime_dir: Path) -> str | None:
@@ -83,6 +85,8 @@ class LocalBackend:
         self.cgroups = CgroupLimiter(
             settings.memory_limit_mb * _MIB, settings.pids_limit, self.instance
         )
+        # Emptied cgroups of zygote sandboxes, kept for the next ones.
+        self.spare_cgroups = SpareCgroups(self.cgroups, keep=_SPARE_CGROUPS)
         self.is_root = os.geteuid() == 0
         self.use_tmpfs = False
         self._free_uids: list[int] = []
@@ -369,6 +373,7 @@ class LocalBackend:
                 self.policy.limits.memory_mib,
             ),
             release=self.release,
+            spare_cgroups=self.spare_cgroups,
         )
         sandbox_id = f"zy{self._counter}-{os.urandom(4).hex()}"
         return await self._started(ZygoteSandbox(context, sandbox_id, uid, gid))
@@ -393,5 +398,6 @@ class LocalBackend:
                 await sandbox.close()
         if self._zygote is not None:
             await self._zygote.close()
+        self.spare_cgroups.close()
         self.cgroups.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)

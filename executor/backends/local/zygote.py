@@ -64,6 +64,7 @@ from typing import Any, TypeVar
 
 from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
+from executor.backends.local.limits import SpareCgroups
 from executor.backends.local.policy import (
     SANDBOX_HOME,
     SANDBOX_RUNNERS,
@@ -349,6 +350,7 @@ class ChildContext:
     zygote: ZygoteProcess
     limits: RunLimits
     release: Callable[["ZygoteSandbox"], None]
+    spare_cgroups: SpareCgroups
 
 
 class ZygoteSandbox(RunnerSandbox):
@@ -365,7 +367,9 @@ class ZygoteSandbox(RunnerSandbox):
         """Have the zygote clone the child, and wait until its runner is ready."""
         loop = asyncio.get_running_loop()
         context = self._context
-        self._cgroup = await asyncio.to_thread(self._cgroups.create, f"{self._id}-0")
+        self._cgroup = context.spare_cgroups.take() or await asyncio.to_thread(
+            self._cgroups.create, f"{self._id}-0"
+        )
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         mine.setblocking(False)
         ends: list[int] = []  # the executor's ends of the pipes
@@ -472,6 +476,20 @@ class ZygoteSandbox(RunnerSandbox):
                 await asyncio.wait_for(self._process.wait(), 5)
             self._process.close()
         await self._remove_cgroup()
+
+    async def _remove_cgroup(self) -> None:
+        """Keep the cgroup for a later sandbox when the child is gone and it is as good as new
+        (limits.SpareCgroups); remove it otherwise."""
+        cgroup, process = self._cgroup, self._process
+        if (
+            cgroup is not None
+            and process is not None
+            and process.returncode is not None
+            and self._context.spare_cgroups.give_back(cgroup)
+        ):
+            self._cgroup = None
+            return
+        await super()._remove_cgroup()
 
     async def restart(self) -> None:
         """A zygote sandbox serves one stateless run and never starts again."""

@@ -364,9 +364,16 @@ async def test_close_kills_all_processes(py: LocalSandbox) -> None:
 
 
 def cgroup_dirs(backend: LocalBackend, sandbox: LocalSandbox) -> list[Path]:
-    """The cgroup directories of a sandbox, of every generation, that still exist."""
+    """The cgroup directories of a sandbox, of every generation, that still exist, but for
+    those kept empty to hold a later sandbox (a zygote sandbox's, limits.SpareCgroups)."""
     parents = [Path(p) for p in backend.cgroups._parents.values()]
-    return [d for parent in parents for d in parent.glob(f"{sandbox.id}-*")]
+    kept = {
+        d
+        for handle in backend.spare_cgroups.kept
+        if backend.cgroups.pids_of(handle) == []
+        for d in handle.dirs
+    }
+    return [d for parent in parents for d in parent.glob(f"{sandbox.id}-*") if d not in kept]
 
 
 async def test_closing_during_a_run_ends_the_run_as_killed(

@@ -92,6 +92,37 @@ async def test_memory_is_limited(make_backend: MakeBackend) -> None:
     await sandbox.close()
 
 
+async def test_an_emptied_cgroup_holds_the_next_sandbox_but_not_one_that_hit_its_limit(
+    make_backend: MakeBackend,
+) -> None:
+    backend = await _zygote_backend(make_backend, memory_limit_mb=64, disk_limit_mb=256)
+    first = await _child(backend)
+    cgroup = first._cgroup
+    assert cgroup is not None
+    assert ok(await run(first, "print(1)", keep_state=False)) == "1\n"
+    await first.close()
+    assert backend.spare_cgroups.kept == (cgroup,)
+    # The next sandbox is held by it, to the same limits: tmpfs pages are charged to it too.
+    second = await _child(backend)
+    assert second._cgroup is cgroup and backend.spare_cgroups.kept == ()
+    fill = (
+        "with open('/home/user/big', 'wb') as f:\n"
+        "    for _ in range(128):\n"
+        "        f.write(b'x' * 1024 * 1024)\n"
+    )
+    outcome = await run(second, fill, keep_state=False)
+    assert outcome.error is not None or outcome.exit_code != 0, outcome
+    assert all(d.exists() for d in cgroup.dirs)  # in use
+    await second.close()
+    # A limit was hit in it: the next sandbox must not be blamed for it, so it is removed.
+    assert backend.spare_cgroups.kept == ()
+    assert not any(d.exists() for d in cgroup.dirs)
+    third = await _child(backend)
+    assert third._cgroup is not cgroup and not third.oom_killed()
+    assert ok(await run(third, "print(2)", keep_state=False)) == "2\n"
+    await third.close()
+
+
 async def test_a_run_holds_no_descriptor_of_the_zygote_and_no_capability(
     make_backend: MakeBackend,
 ) -> None:
@@ -231,8 +262,14 @@ async def test_many_runs_leak_no_descriptor_cgroup_or_process(make_backend: Make
         await sandbox.run(code, env={}, timeout=0.5 if i % 3 == 0 else 10, keep_state=False)
         await sandbox.close()
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 2  # the loop's own, at most
-    assert [d for parent in parents for d in parent.iterdir() if d.is_dir()] == []
+    # What is left of the sandboxes' cgroups is kept for the next ones, empty.
+    kept = backend.spare_cgroups.kept
+    left = {d for parent in parents for d in parent.iterdir() if d.is_dir()}
+    assert left == {d for handle in kept for d in handle.dirs}
+    assert all(backend.cgroups.pids_of(handle) == [] for handle in kept)
     assert _proc(zygote.pid, f"task/{zygote.pid}/children").split() == []
+    await backend.close()
+    assert [parent for parent in parents if parent.exists()] == []
 
 
 async def test_the_zygote_is_named_on_the_host_and_a_run_sees_a_runner(
