@@ -152,20 +152,15 @@ class CgroupLimiter:
             return False
         try:
             if handle.v2:
-                events = (handle.memory_dir / "memory.events").read_text()
-                return any(
-                    line.split()[0] == "oom_kill" and int(line.split()[1]) > 0
-                    for line in events.splitlines()
-                )
-            oom = (handle.memory_dir / "memory.oom_control").read_text()
-            for line in oom.splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value) > 0:
-                    return True
+                return int(_counters(handle.memory_dir / "memory.events")["oom_kill"]) > 0
+            oom = _counters(handle.memory_dir / "memory.oom_control")
+            if int(oom.get("oom_kill", "0")) > 0:
+                return True
             return (
-                int((handle.memory_dir / "memory.failcnt").read_text()) > 0 and "under_oom 1" in oom
+                int((handle.memory_dir / "memory.failcnt").read_text()) > 0
+                and oom.get("under_oom") == "1"
             )
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError):
             return False
 
     def as_good_as_new(self, handle: CgroupHandle) -> bool:
