@@ -4,10 +4,16 @@ Compiled once, when the backend starts, with libseccomp (libseccomp.so.2, throug
 ctypes binding); every sandbox then gets the same bytes on a descriptor of its own. Everything
 is allowed but the policy's denials; a syscall of another architecture (32-bit int 0x80, x32)
 kills the process, so that no other syscall table slips past the rules.
+
+The policy's range of unreviewed syscall numbers is one comparison of our own, put in front of
+libseccomp's program: as rules, one per number, they made the program twice as long (1,080
+instructions against 363), and the kernel converts and compiles a filter every time a sandbox
+loads it (about 0.6 ms of a zygote child's CPU for the long one).
 """
 
 import errno
 import os
+import struct
 from typing import Any
 
 from executor.backends.local.policy import ArgMatch, SyscallDenial, SyscallPolicy
@@ -16,6 +22,10 @@ from executor.errors import SandboxFailure
 _LOW32 = 0xFFFFFFFF
 _NR_SCMP_ERROR = -1  # libseccomp's answer for a name it does not know on any architecture
 _OPTIMIZE_BINARY_TREE = 2
+# Classic BPF, as seccomp takes it (linux/filter.h, linux/seccomp.h).
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_JGE_K, _BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+_SECCOMP_DATA_NR, _SECCOMP_DATA_ARCH = 0, 4
+_SECCOMP_RET_ERRNO = 0x00050000
 
 
 def _libseccomp() -> Any:
@@ -83,11 +93,30 @@ def compile_filter(policy: SyscallPolicy) -> bytes:
         action = sc.ERRNO(getattr(errno, denial.errno.value))
         for comparisons in _conditions(sc, denial):
             flt.add_rule(action, number, *comparisons)
-    unreviewed = sc.ERRNO(getattr(errno, policy.unreviewed_errno.value))
-    for number in policy.unreviewed:
-        flt.add_rule(unreviewed, number)
     fd = os.memfd_create("code-exec-seccomp", os.MFD_CLOEXEC)
     with open(fd, "w+b", buffering=0) as program:
         flt.export_bpf(program)
         program.seek(0)
-        return program.read()
+        rules = program.read()
+    unreviewed = getattr(errno, policy.unreviewed_errno.value)
+    return range_prefix(sc.system_arch(), policy.unreviewed, unreviewed) + rules
+
+
+def range_prefix(arch: int, numbers: range, errno_value: int) -> bytes:
+    """BPF that answers errno_value to the native architecture's syscalls in numbers, and
+    falls through to the program after it for every other call (another architecture's, an
+    x32 call, a number outside the range): that program's own checks then apply."""
+
+    def op(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+        return struct.pack("=HBBI", code, jt, jf, k)
+
+    return b"".join(
+        (
+            op(_BPF_LD_W_ABS, _SECCOMP_DATA_ARCH),
+            op(_BPF_JEQ_K, arch, jt=0, jf=4),  # another architecture: to the rules
+            op(_BPF_LD_W_ABS, _SECCOMP_DATA_NR),
+            op(_BPF_JGE_K, numbers.stop, jt=2, jf=0),  # past the range (x32 too): to the rules
+            op(_BPF_JGE_K, numbers.start, jt=0, jf=1),  # below it: to the rules
+            op(_BPF_RET_K, _SECCOMP_RET_ERRNO | errno_value),
+        )
+    )
