@@ -12,7 +12,7 @@ RUNTIME_STAMP := $(RUNTIME)/python/.installed
 NPM_DIR := tests/clients/npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed
 
-.PHONY: serve test test-fast bench stress lint setup clean
+.PHONY: serve test test-fast test-vm bench stress lint setup clean
 
 # Some machines set PYTHONDONTWRITEBYTECODE=1 for everything; the tests would then compile every
 # module (and pytest rewrite every test) again on each run. __pycache__/ is ignored by git.
@@ -52,6 +52,12 @@ test: setup $(NPM_STAMP)
 # The fast tier: no real sandbox or process (the fake backend, in-process apps).
 test-fast: setup $(NPM_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The local backend's isolation, limit and escape tests in a Debian VM with cgroup v2 only, as
+# root and rootless (tests/vm/run.py; needs root and /dev/kvm; the image is cached).
+test-vm: setup
+	@bash deploy/install-system-deps.sh --with-vm
+	$(BIN)/python -m tests.vm.run $(VM_ARGS)
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -21,6 +21,12 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 /usr/bin/python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # npm only for the tests' pinned clients (`make test`; Debian's nodejs does not include it).
 if [ "${1:-}" = "--with-npm" ]; then command -v npm >/dev/null 2>&1 || missing+=(npm); fi
+# The test VM's tools (`make test-vm`): an image built with debootstrap, booted with qemu.
+if [ "${1:-}" = "--with-vm" ]; then
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+    command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 

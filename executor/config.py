@@ -142,6 +142,15 @@ class ExecutorSettings(SharedSettings):
         default=200_000, description="When run as root, each sandbox gets its own host uid here."
     )
     sandbox_uid_count: int = 10_000
+    allow_unlimited_processes: bool = Field(
+        default=False,
+        description=(
+            "Start even where no sandbox can get a process or memory limit (not root, and no "
+            "cgroup delegated to the executor): a fork bomb or a JavaScript or bash run that "
+            "fills memory can then take the host down. Without it the executor refuses to "
+            "start there and says how to get the limits."
+        ),
+    )
     zygote: Literal["auto", "on", "off"] = Field(
         default="auto",
         description=(

@@ -127,6 +127,19 @@ class LocalBackend:
         missing = missing_runtime(self.settings.runtime_dir)
         if missing is not None:
             raise SandboxFailure(missing)
+        if not self.cgroups.available and not self.is_root:
+            if not self.settings.allow_unlimited_processes:
+                raise SandboxFailure(
+                    "no sandbox could get a process or memory limit here: there is no cgroup "
+                    "this user may manage, and it is not root. Run the executor in a cgroup v2 "
+                    "group delegated to it (`systemd-run --user --scope -p Delegate=yes "
+                    "code-exec ...`, or Delegate=yes in its unit), or as root; or set "
+                    "CODE_EXEC_ALLOW_UNLIMITED_PROCESSES=true to run without them (a fork bomb "
+                    "can then take the host down)"
+                )
+            log.warning(
+                "no process or memory limit for sandboxes (CODE_EXEC_ALLOW_UNLIMITED_PROCESSES)"
+            )
         self._cleanup_stale()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o711)
@@ -246,7 +259,7 @@ class LocalBackend:
             processes = (
                 f"{limits.nproc} (RLIMIT_NPROC per sandbox uid)"
                 if limits.nproc is not None
-                else "none (no cgroups and not root)"
+                else "none (no cgroups and not root; CODE_EXEC_ALLOW_UNLIMITED_PROCESSES)"
             )
         disk = (
             f"{limits.disk_mib} MiB (tmpfs)"

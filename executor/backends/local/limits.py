@@ -21,6 +21,51 @@ _GROUP_NAME = "code-exec"
 _SPARE_USAGE_FRACTION = 16
 
 
+# The controllers every sandbox's cgroup needs on v2.
+_V2_CONTROLLERS = ("memory", "pids")
+# Where the executor's own processes move within a delegated cgroup (see delegated_top).
+EXECUTOR_LEAF = "code-exec-executor"
+
+
+def _enable(controllers: tuple[str, ...]) -> str:
+    return " ".join(f"+{name}" for name in controllers)
+
+
+def own_cgroup_v2() -> Path:
+    """The unified-hierarchy cgroup this process is in, as a path under /sys/fs/cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        if line.startswith("0::"):
+            return _CGROUP_ROOT / line[3:].strip().lstrip("/")
+    raise OSError("this process is in no cgroup v2 group")
+
+
+def delegated_top() -> Path:
+    """The cgroup this process was started in, set up to hold sandbox groups below it.
+
+    cgroup v2 gives controllers to children only of a group with no process of its own, so
+    the processes of that group (the executor, and whatever else its unit started) move to a
+    leaf beside the sandboxes, EXECUTOR_LEAF. A process already in such a leaf (an executor
+    started by another, or a second backend in one process) uses the leaf's parent. OSError
+    when the group is not ours to change (not delegated) or lacks the controllers.
+    """
+    own = own_cgroup_v2()
+    if own.name == EXECUTOR_LEAF:
+        return own.parent
+    available = (own / "cgroup.controllers").read_text().split()
+    missing = [name for name in _V2_CONTROLLERS if name not in available]
+    if missing:
+        raise OSError(f"{own} has no {' or '.join(missing)} controller to give its children")
+    enabled = (own / "cgroup.subtree_control").read_text().split()
+    if not all(name in enabled for name in _V2_CONTROLLERS):
+        leaf = own / EXECUTOR_LEAF
+        leaf.mkdir(exist_ok=True)
+        for pid in (own / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):  # one that exited meanwhile
+                (leaf / "cgroup.procs").write_text(pid)
+        (own / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+    return own
+
+
 def _counters(path: Path) -> dict[str, str]:
     """A cgroup file of `key value` lines."""
     return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if " " in line)
@@ -44,6 +89,8 @@ class CgroupLimiter:
         self.memory_bytes = memory_bytes
         self.pids = pids
         self.mode = "none"
+        # On v2: the sandboxes' groups are under a cgroup delegated to the executor.
+        self.delegated = False
         self._tops: dict[str, Path] = {}
         self._parents: dict[str, Path] = {}
         self._detect()
@@ -64,24 +111,43 @@ class CgroupLimiter:
                 self.mode = "cgroup v1"
                 return
             if (_CGROUP_ROOT / "cgroup.controllers").exists():
-                top = _CGROUP_ROOT / _GROUP_NAME
-                controllers = (_CGROUP_ROOT / "cgroup.controllers").read_text().split()
-                if "memory" in controllers and "pids" in controllers:
-                    top.mkdir(exist_ok=True)
-                    (_CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
-                    (top / "cgroup.subtree_control").write_text("+memory +pids")
-                    parent = top / self.instance
-                    parent.mkdir(exist_ok=True)
-                    (parent / "cgroup.subtree_control").write_text("+memory +pids")
-                    self._tops["unified"] = top
-                    self._parents["unified"] = parent
-                    self.mode = "cgroup v2"
-                    return
+                top = self._v2_top()
+                parent = top / self.instance
+                parent.mkdir(exist_ok=True)
+                (parent / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                self._tops["unified"] = top
+                self._parents["unified"] = parent
+                self.mode = "cgroup v2"
+                return
         except OSError as exc:
             log.info("cgroups not usable (%s); falling back to rlimits", exc)
         self._parents.clear()
         self._tops.clear()
         self.mode = "none"
+
+    def _v2_top(self) -> Path:
+        """Where this executor's sandbox cgroups go on a unified hierarchy.
+
+        As root, a group of code-exec's own at the top of the hierarchy, as on v1. Where that
+        cannot be (not root; a container whose cgroup namespace makes its own group the root,
+        which then holds processes and cannot enable controllers for children), the cgroup
+        the executor was started in, when it is delegated to it: a systemd unit with
+        Delegate=yes, `systemd-run --user --scope -p Delegate=yes`, a container's own group.
+        """
+        if os.geteuid() == 0:
+            try:
+                root_controllers = (_CGROUP_ROOT / "cgroup.controllers").read_text().split()
+                if not set(_V2_CONTROLLERS) <= set(root_controllers):
+                    raise OSError(f"the hierarchy has no {' or '.join(_V2_CONTROLLERS)} controller")
+                top = _CGROUP_ROOT / _GROUP_NAME
+                (_CGROUP_ROOT / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                top.mkdir(exist_ok=True)
+                (top / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                return top
+            except OSError as exc:
+                log.info("no code-exec group at the cgroup root (%s); trying our own cgroup", exc)
+        self.delegated = True
+        return delegated_top()
 
     @property
     def available(self) -> bool:

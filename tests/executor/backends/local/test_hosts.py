@@ -1,0 +1,116 @@
+"""What each kind of host gives the sandboxes: cgroup v2 groups (at the root of the hierarchy
+as root, in a delegated group otherwise), and a refusal to start where nothing can limit them.
+
+The cgroup v2 tests run where the host is cgroup v2: in the test VM (`make test-vm`, as root and
+as an ordinary user with a delegated group); this project's own machine is cgroup v1.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from executor.backends.local.limits import EXECUTOR_LEAF, own_cgroup_v2
+from schemas.languages import Language
+from tests.processes import free_port, new_state_dir
+
+from ._helpers import ok, run
+
+pytestmark = pytest.mark.anyio
+
+V2 = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+NOBODY = 65534
+needs_v2 = pytest.mark.skipif(not V2, reason="the host's cgroups are v1 (make test-vm: v2)")
+
+
+def _executor_as_nobody(**settings: str) -> subprocess.Popen[str]:
+    """`code-exec executor` as uid 65534, in a cgroup that is not its own to manage."""
+    state = new_state_dir()
+    os.chmod(state, 0o777)
+    env = {
+        **os.environ,
+        "CODE_EXEC_STATE_DIR": str(state),
+        "CODE_EXEC_INTERNAL_TOKEN": "t" * 32,
+        "CODE_EXEC_POOL_SIZES": '{"python": 0, "javascript": 0, "bash": 0, "c": 0}',
+        **{f"CODE_EXEC_{k.upper()}": v for k, v in settings.items()},
+    }
+    command = [sys.executable, "-m", "code_exec.cli", "executor", "--port", str(free_port())]
+    return subprocess.Popen(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd="/",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to start an executor as uid 65534")
+def test_an_executor_that_no_limit_can_hold_refuses_to_start_and_says_how() -> None:
+    process = _executor_as_nobody()
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "no sandbox could get a process or memory limit here" in stderr, stderr
+    assert "Delegate=yes" in stderr and "CODE_EXEC_ALLOW_UNLIMITED_PROCESSES=true" in stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to start an executor as uid 65534")
+def test_the_operator_can_run_without_limits_and_health_says_so() -> None:
+    import httpx
+
+    process = _executor_as_nobody(allow_unlimited_processes="true")
+    try:
+        port = process.args[-1]
+        health = None
+        for _ in range(200):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).json()
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                subprocess.run(["sleep", "0.1"], check=True)
+        assert health is not None
+        assert health["backend"]["process_limit"].startswith("none"), health["backend"]
+        assert "CODE_EXEC_ALLOW_UNLIMITED_PROCESSES" in health["backend"]["process_limit"]
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+@needs_v2
+async def test_each_sandbox_gets_a_v2_group_with_its_limits(make_backend) -> None:  # type: ignore[no-untyped-def]
+    backend = await make_backend(memory_limit_mb=256, pids_limit=32)
+    assert backend.cgroups.mode == "cgroup v2"
+    sandbox = await backend.create(Language.BASH)
+    try:
+        procs = Path(f"/proc/{sandbox.pid}/cgroup").read_text().strip()
+        group = Path("/sys/fs/cgroup") / procs.split("::", 1)[1].lstrip("/")
+        assert (group / "memory.max").read_text().strip() == str(256 * 1024 * 1024)
+        assert (group / "pids.max").read_text().strip() == "32"
+        swap = group / "memory.swap.max"
+        assert not swap.exists() or swap.read_text().strip() == "0"
+        # The group is this executor's: under its instance's group, under the top it chose.
+        assert group.parent.name == backend.instance
+        assert ok(await run(sandbox, "echo hi")).strip() == "hi"
+    finally:
+        await sandbox.close()
+
+
+@needs_v2
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root the groups go at the hierarchy's root")
+async def test_without_root_the_groups_go_in_the_delegated_group(make_backend) -> None:  # type: ignore[no-untyped-def]
+    backend = await make_backend()
+    assert backend.cgroups.mode == "cgroup v2" and backend.cgroups.delegated
+    own = own_cgroup_v2()
+    # This process moved to a leaf, so that its group could give controllers to children.
+    assert own.name == EXECUTOR_LEAF
+    assert (own.parent / backend.instance).is_dir()
+    assert "memory" in (own.parent / "cgroup.subtree_control").read_text().split()
+    health = backend.health()
+    assert "cgroup v2" in health.process_limit and "cgroup v2" in health.memory_limit
