@@ -10,7 +10,7 @@ set -euo pipefail
 dir=$1 wheels=$2 project=$3
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 packages=(
-    systemd systemd-sysv udev kmod linux-image-amd64 procps util-linux iproute2
+    systemd systemd-sysv udev dbus kmod linux-image-amd64 procps util-linux iproute2
     # what the local backend needs, as deploy/install-system-deps.sh installs it on a host
     bubblewrap libseccomp2 python3 python3-venv python3-dev gcc libc6-dev nodejs
 )
@@ -22,6 +22,9 @@ if [ ! -e "$dir/root/.debootstrap-done" ]; then
     touch "$dir/root/.debootstrap-done"
 fi
 root=$dir/root
+# A tree made from an older list gets what the list has gained since.
+chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 echo code-exec-vm > "$root/etc/hostname"
 cat > "$root/etc/fstab" <<'EOF'
 /dev/vda / ext4 rw,relatime 0 1

@@ -135,6 +135,16 @@ class ControlChannel(asyncio.Protocol):
         assert isinstance(transport, asyncio.ReadTransport)
         self._transport = transport
         transport.pause_reading()
+        # Python 3.11 as Debian 12 ships it (3.11.2) starts reading a pipe right after
+        # connection_made, whatever it asked: pause again once that has happened.
+        asyncio.get_running_loop().call_soon(self._pause_unless_awaited)
+
+    def _pause_unless_awaited(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._waiter is not None:
+            return
+        transport.resume_reading()  # resets the transport's own idea of what it does
+        transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         """Hold what came; stop reading once a line is whole, or too long."""

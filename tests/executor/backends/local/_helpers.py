@@ -1,5 +1,6 @@
 """Helpers shared by the local backend tests."""
 
+import os
 import subprocess
 import time
 from collections.abc import Mapping
@@ -8,12 +9,16 @@ from pathlib import Path
 from executor.backends.base import RunOutcome
 from executor.backends.local.sandbox import LocalSandbox
 
+# Hosts where everything is slower (the test VM under qemu's emulation: tests/vm/guest.sh)
+# scale the runs' timeouts by this.
+TIME_SCALE = float(os.environ.get("CODE_EXEC_TEST_TIME_SCALE", "1"))
+
 
 async def run(
     sandbox: LocalSandbox,
     code: str,
     *,
-    timeout: float = 20.0,
+    timeout: float = 20.0 * TIME_SCALE,
     keep_state: bool = True,
     env: Mapping[str, str] | None = None,
 ) -> RunOutcome:

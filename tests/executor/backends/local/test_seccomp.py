@@ -194,7 +194,7 @@ fs.writeFileSync('n.txt', String(doubled));
 console.log(doubled, execFileSync('cat', ['n.txt']).toString(), await fs.promises.readFile('n.txt', 'utf8'));
 """
     assert ok(await run(js, node)) == "42 42 42\n"
-    bash = "seq 1 5 | paste -sd+ | bc; (cd /tmp && echo sub); sleep 0.1 & wait; echo $(( 6 * 7 ))"
+    bash = "seq 1 5 | paste -sd+ | (read sum; echo $((sum))); (cd /tmp && echo sub); sleep 0.1 & wait; echo $(( 6 * 7 ))"
     assert ok(await run(sh, bash)) == "15\nsub\n42\n"
     program = """
 #include <pthread.h>
