@@ -120,6 +120,16 @@ class ExecutorSettings(SharedSettings):
 
     memory_limit_mb: int = 1024
     pids_limit: int = 128
+    cpu_limit: float = Field(
+        default=1.0,
+        ge=0,
+        le=1024,
+        description=(
+            "CPU cores one sandbox may use at most, however many threads or processes it runs "
+            "(cgroup cpu.max on v2, the CFS quota on v1); 0 for no quota. Sandboxes also get "
+            "equal CPU weights, so under contention each gets a like share."
+        ),
+    )
     disk_limit_mb: int = 512
     file_size_limit_mb: int = 256
     open_files_limit: int = 1024

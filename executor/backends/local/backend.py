@@ -83,7 +83,10 @@ class LocalBackend:
         self.instance = f"exec-{os.getpid()}"
         self.state_dir = settings.state_dir / self.instance
         self.cgroups = CgroupLimiter(
-            settings.memory_limit_mb * _MIB, settings.pids_limit, self.instance
+            settings.memory_limit_mb * _MIB,
+            settings.pids_limit,
+            self.instance,
+            cpus=settings.cpu_limit,
         )
         # Emptied cgroups of zygote sandboxes, kept for the next ones.
         self.spare_cgroups = SpareCgroups(self.cgroups, keep=_SPARE_CGROUPS)
@@ -104,7 +107,10 @@ class LocalBackend:
 
     def _build_policy(self) -> SandboxPolicy:
         host = HostFacts(
-            is_root=self.is_root, cgroup_mode=self.cgroups.mode, tmpfs_quota=self.use_tmpfs
+            is_root=self.is_root,
+            cgroup_mode=self.cgroups.mode,
+            tmpfs_quota=self.use_tmpfs,
+            cpu_quota=self.cgroups.cpu_quota,
         )
         return SandboxPolicy.build(self.settings, host)
 
@@ -266,6 +272,12 @@ class LocalBackend:
             if limits.disk_mib is not None
             else f"{limits.file_size_mib} MiB per file (RLIMIT_FSIZE); no total"
         )
+        if limits.cpus is not None:
+            cpu = f"{limits.cpus:g} cores per sandbox, equal weights ({limits.cgroup})"
+        elif self.settings.cpu_limit:
+            cpu = "none (no cgroup cpu controller for the sandboxes)"
+        else:
+            cpu = "none (CODE_EXEC_CPU_LIMIT=0)"
         bwrap = self._bwrap_version or "bubblewrap"
         uid = "one host uid per sandbox" if policy.own_host_uid else "the executor's uid"
         return BackendHealth.model_validate(
@@ -275,6 +287,7 @@ class LocalBackend:
                 f"seccomp ({len(policy.syscalls.denials)} syscalls refused); no network",
                 "memory_limit": memory,
                 "process_limit": processes,
+                "cpu_limit": cpu,
                 "disk_limit": disk,
                 "sandbox_uid": uid,
                 "live_sandboxes": len(self._live),

@@ -1,8 +1,9 @@
 """Resource limits of a local sandbox: cgroups (v1 or v2) where the host has them, else rlimits.
 
 A cgroup holds every process of one sandbox, which gives a memory limit the OOM killer enforces,
-a process-count limit that keeps a fork bomb inside, a memory reading, and a way to kill all
-processes at once. Without cgroups, rlimits on each process are the fallback.
+a process-count limit that keeps a fork bomb inside, a CPU quota (where the host's cgroups have
+the cpu controller), a memory reading, and a way to kill all processes at once. Without
+cgroups, rlimits on each process are the fallback.
 """
 
 import contextlib
@@ -23,6 +24,10 @@ _SPARE_USAGE_FRACTION = 16
 
 # The controllers every sandbox's cgroup needs on v2.
 _V2_CONTROLLERS = ("memory", "pids")
+# The CPU quota's, used where the group above has it (a delegation may leave it out).
+_V2_CPU = "cpu"
+# The period of the CPU quota, in microseconds (the kernel's default).
+_CPU_PERIOD_US = 100_000
 # Where the executor's own processes move within a delegated cgroup (see delegated_top).
 EXECUTOR_LEAF = "code-exec-executor"
 
@@ -55,15 +60,21 @@ def delegated_top() -> Path:
     missing = [name for name in _V2_CONTROLLERS if name not in available]
     if missing:
         raise OSError(f"{own} has no {' or '.join(missing)} controller to give its children")
+    wanted = _wanted_v2(available)
     enabled = (own / "cgroup.subtree_control").read_text().split()
-    if not all(name in enabled for name in _V2_CONTROLLERS):
+    if not all(name in enabled for name in wanted):
         leaf = own / EXECUTOR_LEAF
         leaf.mkdir(exist_ok=True)
         for pid in (own / "cgroup.procs").read_text().split():
             with contextlib.suppress(ProcessLookupError):  # one that exited meanwhile
                 (leaf / "cgroup.procs").write_text(pid)
-        (own / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+        (own / "cgroup.subtree_control").write_text(_enable(wanted))
     return own
+
+
+def _wanted_v2(available: list[str]) -> tuple[str, ...]:
+    """The controllers to give sandbox groups, of those a group has."""
+    return _V2_CONTROLLERS + ((_V2_CPU,) if _V2_CPU in available else ())
 
 
 def _counters(path: Path) -> dict[str, str]:
@@ -84,10 +95,13 @@ class CgroupHandle:
 class CgroupLimiter:
     """Creates one cgroup per sandbox under a code-exec parent group."""
 
-    def __init__(self, memory_bytes: int, pids: int, instance: str) -> None:
+    def __init__(self, memory_bytes: int, pids: int, instance: str, cpus: float = 0.0) -> None:
         self.instance = instance
         self.memory_bytes = memory_bytes
         self.pids = pids
+        # CPU cores a sandbox may use (0: no quota); `cpu_quota` says whether it is enforced.
+        self.cpus = cpus
+        self.cpu_quota = False
         self.mode = "none"
         # On v2: the sandboxes' groups are under a cgroup delegated to the executor.
         self.delegated = False
@@ -98,25 +112,32 @@ class CgroupLimiter:
     def _detect(self) -> None:
         v1_memory = _CGROUP_ROOT / "memory"
         v1_pids = _CGROUP_ROOT / "pids"
+        v1_cpu = _CGROUP_ROOT / "cpu"
         try:
             if (v1_memory / "memory.limit_in_bytes").exists() and (
                 v1_pids / "cgroup.procs"
             ).exists():
-                for controller, base in (("memory", v1_memory), ("pids", v1_pids)):
+                hierarchies = [("memory", v1_memory), ("pids", v1_pids)]
+                if self.cpus and (v1_cpu / "cpu.cfs_quota_us").exists():
+                    hierarchies.append(("cpu", v1_cpu))
+                for controller, base in hierarchies:
                     (base / _GROUP_NAME).mkdir(exist_ok=True)
                     self._tops[controller] = base / _GROUP_NAME
                     parent = base / _GROUP_NAME / self.instance
                     parent.mkdir(exist_ok=True)
                     self._parents[controller] = parent
+                self.cpu_quota = "cpu" in self._parents
                 self.mode = "cgroup v1"
                 return
             if (_CGROUP_ROOT / "cgroup.controllers").exists():
                 top = self._v2_top()
+                wanted = _wanted_v2((top / "cgroup.subtree_control").read_text().split())
                 parent = top / self.instance
                 parent.mkdir(exist_ok=True)
-                (parent / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                (parent / "cgroup.subtree_control").write_text(_enable(wanted))
                 self._tops["unified"] = top
                 self._parents["unified"] = parent
+                self.cpu_quota = bool(self.cpus) and _V2_CPU in wanted
                 self.mode = "cgroup v2"
                 return
         except OSError as exc:
@@ -140,9 +161,10 @@ class CgroupLimiter:
                 if not set(_V2_CONTROLLERS) <= set(root_controllers):
                     raise OSError(f"the hierarchy has no {' or '.join(_V2_CONTROLLERS)} controller")
                 top = _CGROUP_ROOT / _GROUP_NAME
-                (_CGROUP_ROOT / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                wanted = _wanted_v2(root_controllers)
+                (_CGROUP_ROOT / "cgroup.subtree_control").write_text(_enable(wanted))
                 top.mkdir(exist_ok=True)
-                (top / "cgroup.subtree_control").write_text(_enable(_V2_CONTROLLERS))
+                (top / "cgroup.subtree_control").write_text(_enable(wanted))
                 return top
             except OSError as exc:
                 log.info("no code-exec group at the cgroup root (%s); trying our own cgroup", exc)
@@ -173,9 +195,14 @@ class CgroupLimiter:
                     with contextlib.suppress(OSError):
                         swap.write_text(str(self.memory_bytes))
                 (pids / "pids.max").write_text(str(self.pids))
-                return CgroupHandle(
-                    dirs, [str(mem / "cgroup.procs"), str(pids / "cgroup.procs")], mem, v2=False
-                )
+                if self.cpu_quota:
+                    cpu = self._parents["cpu"] / name
+                    cpu.mkdir()
+                    dirs.append(cpu)
+                    (cpu / "cpu.cfs_period_us").write_text(str(_CPU_PERIOD_US))
+                    (cpu / "cpu.cfs_quota_us").write_text(str(self._quota_us()))
+                procs = [str(d / "cgroup.procs") for d in dirs]
+                return CgroupHandle(dirs, procs, mem, v2=False)
             group = self._parents["unified"] / name
             group.mkdir()
             dirs.append(group)
@@ -183,12 +210,20 @@ class CgroupLimiter:
             with contextlib.suppress(OSError):
                 (group / "memory.swap.max").write_text("0")
             (group / "pids.max").write_text(str(self.pids))
+            if self.cpu_quota:
+                # cpu.weight stays at its default, the same for every sandbox: under
+                # contention each sandbox gets a like share, whatever its thread count.
+                (group / "cpu.max").write_text(f"{self._quota_us()} {_CPU_PERIOD_US}")
             return CgroupHandle(dirs, [str(group / "cgroup.procs")], group, v2=True)
         except OSError:
             for d in reversed(dirs):
                 with contextlib.suppress(OSError):
                     d.rmdir()
             raise
+
+    def _quota_us(self) -> int:
+        # The kernel refuses a quota under 1 ms.
+        return max(1000, round(self.cpus * _CPU_PERIOD_US))
 
     @staticmethod
     def pids_of(handle: CgroupHandle) -> list[int]:

@@ -387,6 +387,8 @@ class Limits:
     # The size of the tmpfs holding /home/user and /tmp; None: no total, RLIMIT_FSIZE only.
     disk_mib: int | None
     shm_mib: int  # the size of the tmpfs of /dev/shm
+    # CPU cores a sandbox may use (its cgroup's quota); None: no quota.
+    cpus: float | None = None
 
     def address_space_for(self, language: Language) -> int | None:
         """RLIMIT_AS in MiB for a language's processes, None when it has none."""
@@ -407,6 +409,8 @@ class Limits:
             "disk_mib": self.disk_mib,
             "disk_by": "tmpfs" if self.disk_mib is not None else None,
             "shm_mib": self.shm_mib,
+            "cpus": self.cpus,
+            "cpus_by": self.cgroup if self.cpus is not None else None,
         }
 
 
@@ -417,6 +421,7 @@ class HostFacts:
     is_root: bool  # sandboxes get host uids of their own; RLIMIT_NPROC can count per sandbox
     cgroup_mode: str  # "cgroup v1", "cgroup v2" or "none"
     tmpfs_quota: bool  # each workspace is a tmpfs of the disk limit's size
+    cpu_quota: bool = False  # the sandboxes' cgroups have a CPU quota
 
 
 @dataclass(frozen=True)
@@ -476,6 +481,7 @@ class SandboxPolicy:
                 core_mib=0,
                 disk_mib=settings.disk_limit_mb if host.tmpfs_quota else None,
                 shm_mib=SHM_MIB,
+                cpus=settings.cpu_limit if host.cpu_quota else None,
             ),
             runners=MappingProxyType(_runners()),
         )

@@ -85,7 +85,7 @@ def test_the_operator_can_run_without_limits_and_health_says_so() -> None:
 
 @needs_v2
 async def test_each_sandbox_gets_a_v2_group_with_its_limits(make_backend) -> None:  # type: ignore[no-untyped-def]
-    backend = await make_backend(memory_limit_mb=256, pids_limit=32)
+    backend = await make_backend(memory_limit_mb=256, pids_limit=32, cpu_limit=1.5)
     assert backend.cgroups.mode == "cgroup v2"
     sandbox = await backend.create(Language.BASH)
     try:
@@ -95,6 +95,12 @@ async def test_each_sandbox_gets_a_v2_group_with_its_limits(make_backend) -> Non
         assert (group / "pids.max").read_text().strip() == "32"
         swap = group / "memory.swap.max"
         assert not swap.exists() or swap.read_text().strip() == "0"
+        # The CPU quota, wherever the group above could hand out the cpu controller.
+        if "cpu" in (group.parent / "cgroup.controllers").read_text().split():
+            assert (group / "cpu.max").read_text().strip() == "150000 100000"
+            assert (group / "cpu.weight").read_text().strip() == "100"
+        else:
+            assert not backend.cgroups.cpu_quota
         # The group is this executor's: under its instance's group, under the top it chose.
         assert group.parent.name == backend.instance
         assert ok(await run(sandbox, "echo hi")).strip() == "hi"

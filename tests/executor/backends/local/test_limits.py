@@ -1,6 +1,7 @@
 """Resource limits of local sandboxes: processes, memory, output, disk, file size."""
 
 import asyncio
+import os
 
 import pytest
 
@@ -100,6 +101,46 @@ started
     ok(outcome)
     assert outcome.value is not None and int(outcome.value) < 32
     assert ok(await run(sandbox, "print('ok')")) == "ok\n"
+
+
+# --- CPU ---
+
+_SPIN = """
+import os, time
+wall = 1.5
+start = time.monotonic()
+children = []
+for _ in range(3):
+    pid = os.fork()
+    if pid == 0:
+        while time.monotonic() - start < wall:
+            pass
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+t = os.times()
+print(t.children_user + t.children_system, time.monotonic() - start)
+"""
+
+
+@pytest.mark.parametrize("zygote", ["off", "on"])
+async def test_cpu_quota_holds_however_many_processes_spin(make_backend, zygote) -> None:  # type: ignore[no-untyped-def]
+    if zygote == "on" and os.geteuid() != 0:
+        pytest.skip("the zygote needs root; the bubblewrap path is tested here too")
+    backend = await make_backend(cpu_limit=0.5, zygote=zygote)
+    if not backend.cgroups.cpu_quota:
+        pytest.skip("the host's cgroups give the sandboxes no cpu controller")
+    assert backend.health().model_dump()["cpu_limit"].startswith("0.5 cores")
+    sandbox = await backend.create(Language.PYTHON, stateless=zygote == "on")
+    try:
+        cpu, wall = map(float, ok(await run(sandbox, _SPIN, timeout=30)).split())
+    finally:
+        await sandbox.close()
+    # Three processes spinning for 1.5 s would take 3 s of this machine's 2 cores; the quota
+    # gives the sandbox half a core, and one period (0.1 s) of slack.
+    assert cpu <= 0.5 * wall + 0.15, (cpu, wall)
+    assert cpu > 0.05  # they did spin
 
 
 # --- memory ---
