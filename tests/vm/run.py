@@ -40,8 +40,10 @@ def _digest(*parts: Path | str) -> str:
 
 
 def _dependencies() -> str:
-    """The project's own requirements (not the rest of pyproject.toml, which changes often)."""
-    return json.dumps(tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"])
+    """The project's own requirements, what the guest installs (not its extras, nor the rest
+    of pyproject.toml, which change often)."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]
+    return json.dumps(project["dependencies"])
 
 
 def _image(vm_dir: Path, wheels: Path, rebuild: bool) -> Path:
