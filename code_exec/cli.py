@@ -217,6 +217,14 @@ def _key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seccomp_profile() -> int:
+    from executor.backends.local.policy import EXECUTOR_SYSCALLS, SYSCALLS
+    from executor.backends.local.seccomp import container_profile, render_profile
+
+    sys.stdout.write(render_profile(container_profile(SYSCALLS, EXECUTOR_SYSCALLS)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     parser = argparse.ArgumentParser(prog="code-exec", description=__doc__)
@@ -281,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         "runtime)",
     )
     setup.add_argument("--force", action="store_true", help="build it again even if ready")
+    commands.add_parser(
+        "seccomp-profile",
+        parents=both,
+        help="print the seccomp profile for the executor's container (Docker, Podman, "
+        "Kubernetes Localhost): the sandboxes' policy less what the executor itself calls",
+    )
     token = commands.add_parser("token", help="bearer tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(
@@ -322,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             return _mcp(args)
         case "setup":
             return _setup(args)
+        case "seccomp-profile":
+            return _seccomp_profile()
         case _:
             return _key(args)
 

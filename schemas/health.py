@@ -27,6 +27,9 @@ class PoolHealth(BaseModel):
     waiting: int = 0
     created: int = 0
     last_error: str | None = None
+    failing: int = Field(
+        default=0, description="Sandbox starts that failed in a row since the last that worked."
+    )
 
 
 class BackendHealth(BaseModel):
@@ -54,6 +57,7 @@ class RouteHealth(BaseModel):
 class Health(BaseModel):
     """An executor's (or a router's) state, for /health."""
 
+    # degraded: a pool's latest sandbox start failed (its last_error says why).
     status: Literal["ok", "degraded", "down"] = "ok"
     pools: dict[str, PoolHealth] = Field(default_factory=dict)
     backend: BackendHealth | None = None

@@ -55,12 +55,14 @@ def code_exec_process(
     timeout_s: float = 40,
     quiet: bool = False,
     open_files: int | None = None,
+    wrapper: tuple[str, ...] = (),
 ) -> Iterator[tuple[str, "subprocess.Popen[bytes]"]]:
     """`code-exec COMMAND --port PORT` with CODE_EXEC_* settings, once ready(/health) holds.
 
     Yields (url, process). The port is a free one when None; the state dir is created and
     removed here unless one is given; quiet sends the process's stderr to /dev/null;
-    open_files caps the process's open files (soft and hard), as a small host would.
+    open_files caps the process's open files (soft and hard), as a small host would; wrapper
+    is a command that execs the rest of its arguments (setpriv, say), put in front.
     """
     owned = state is None
     state = state or new_state_dir()
@@ -72,6 +74,7 @@ def code_exec_process(
     }
     process = subprocess.Popen(
         [
+            *wrapper,
             sys.executable,
             "-m",
             "code_exec.cli",

@@ -135,6 +135,7 @@ class WarmPool:
             waiting=self._waiting,
             created=self.created,
             last_error=self.last_error,
+            failing=self._failures,
         )
 
     async def close(self) -> None:

@@ -293,17 +293,19 @@ class Executor:
     # --- observability ---
 
     async def health(self) -> Health:
-        """Pool state, backend limits and the limits callers meet."""
-        return Health(
-            status="ok",
-            backend=self.backend.health(),
-            pools={
-                **{language.value: pool.state() for language, pool in self.pools.items()},
-                **{
-                    f"{language.value}-sessions": pool.state()
-                    for language, pool in self.session_pools.items()
-                },
+        """Pool state, backend limits and the limits callers meet; degraded while a pool
+        cannot start sandboxes."""
+        pools = {
+            **{language.value: pool.state() for language, pool in self.pools.items()},
+            **{
+                f"{language.value}-sessions": pool.state()
+                for language, pool in self.session_pools.items()
             },
+        }
+        return Health(
+            status="degraded" if any(pool.failing for pool in pools.values()) else "ok",
+            backend=self.backend.health(),
+            pools=pools,
             sessions=len(self.sessions),
             uptime_s=round(time.monotonic() - self.started_at, 1),
             limits=self.settings.limits(),

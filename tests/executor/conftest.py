@@ -92,7 +92,11 @@ class ExecutorProcess:
 
 @contextmanager
 def start_executor_process(
-    state: Path | None = None, wait_ready: bool = False, port: int | None = None, **settings: str
+    state: Path | None = None,
+    wait_ready: bool = False,
+    port: int | None = None,
+    wrapper: tuple[str, ...] = (),
+    **settings: str,
 ) -> Iterator[ExecutorProcess]:
     """Run `code-exec executor` on a loopback port with CODE_EXEC_* overrides.
 
@@ -110,6 +114,7 @@ def start_executor_process(
         ready,
         state,
         timeout_s=30,
+        wrapper=wrapper,
     ) as (url, process):
         yield ExecutorProcess(url, process)
 

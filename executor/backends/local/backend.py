@@ -273,7 +273,8 @@ class LocalBackend:
             else f"{limits.file_size_mib} MiB per file (RLIMIT_FSIZE); no total"
         )
         if limits.cpus is not None:
-            cpu = f"{limits.cpus:g} cores per sandbox, equal weights ({limits.cgroup})"
+            cores = "core" if limits.cpus == 1 else "cores"
+            cpu = f"{limits.cpus:g} {cores} per sandbox, equal weights ({limits.cgroup})"
         elif self.settings.cpu_limit:
             cpu = "none (no cgroup cpu controller for the sandboxes)"
         else:

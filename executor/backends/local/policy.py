@@ -363,6 +363,14 @@ DENIED_SYSCALLS: tuple[SyscallDenial, ...] = (
 SYSCALLS = SyscallPolicy(
     denials=DENIED_SYSCALLS, unreviewed=range(451, 1024), unreviewed_errno=Errno.ENOSYS
 )
+# What the executor itself calls of the denied syscalls, in a container as on a host:
+# bubblewrap and the zygote make the sandboxes' namespaces (clone, clone3, unshare), their root
+# (mount, umount2, pivot_root) and hostname (sethostname); the executor mounts each workspace's
+# tmpfs. The container's seccomp profile (deploy/seccomp-executor.json, `code-exec
+# seccomp-profile`) is the sandboxes' policy less these.
+EXECUTOR_SYSCALLS = frozenset(
+    {"clone", "clone3", "unshare", "mount", "umount2", "pivot_root", "sethostname"}
+)
 
 
 # --- limits ---

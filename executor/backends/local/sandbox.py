@@ -40,6 +40,24 @@ _START_TIMEOUT_S = 30.0
 _KILLED_EXIT_CODE = 128 + signal.SIGKILL
 
 
+# What a sandbox that cannot mount its own /proc says, from bubblewrap and from the zygote.
+_PROC_MOUNT_REFUSED = ("Can't mount proc", "mount /proc: Operation not permitted")
+
+
+def start_failure(what: str, stderr: bytes) -> SandboxFailure:
+    """The error for a sandbox that sent no ready signal, with its stderr, and what to do
+    where the cause is a known one of the host's."""
+    detail = stderr.decode(errors="replace").strip() or "no ready signal from the runner"
+    if any(sign in detail for sign in _PROC_MOUNT_REFUSED):
+        detail += (
+            ". A sandbox mounts a /proc of its own pid namespace; the kernel refuses that where "
+            "parts of /proc are masked, as a container's runtime does by default: run the "
+            "executor's container with --security-opt systempaths=unconfined (Docker, Podman) "
+            "or procMount: Unmasked (Kubernetes), as deploy/ does"
+        )
+    return SandboxFailure(f"{what} failed to start: {detail}")
+
+
 @dataclass(frozen=True)
 class SandboxContext:
     """What a sandbox needs of the backend that made it, and nothing more."""
@@ -329,10 +347,7 @@ class LocalSandbox(RunnerSandbox):
             await self.kill()
             with contextlib.suppress(TimeoutError):
                 stderr = await asyncio.wait_for(proc.stderr.read(4096), 1)
-            raise SandboxFailure(
-                f"{self._language.value} sandbox failed to start: "
-                f"{stderr.decode(errors='replace').strip() or 'no ready signal from the runner'}"
-            )
+            raise start_failure(f"{self._language.value} sandbox", stderr)
         self._own_pids, self._runner_pid = _own_processes(proc.pid)
         self._killed = False
 

@@ -12,6 +12,7 @@ loads it (about 0.6 ms of a zygote child's CPU for the long one).
 """
 
 import errno
+import json
 import os
 import struct
 from typing import Any
@@ -100,6 +101,69 @@ def compile_filter(policy: SyscallPolicy) -> bytes:
         rules = program.read()
     unreviewed = getattr(errno, policy.unreviewed_errno.value)
     return range_prefix(sc.system_arch(), policy.unreviewed, unreviewed) + rules
+
+
+# The architectures a container's profile names: its rules then hold for 32-bit (int 0x80)
+# and x32 calls too, each resolved in its own syscall table.
+_CONTAINER_ARCHITECTURES = ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
+
+
+def _container_args(denial: SyscallDenial) -> list[list[dict[str, Any]]]:
+    """The denial's argument conditions in the container profile's terms, one list per rule."""
+    match denial.match:
+        case ArgMatch.ALWAYS:
+            return [[]]
+        case ArgMatch.ONE_OF:
+            return [[{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}] for v in denial.values]
+        case ArgMatch.NONE_OF:
+            # runc and crun read a masked comparison as: (argument & value) == valueTwo.
+            return [
+                [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}]
+                for mask, value in complement_blocks(frozenset(denial.values))
+            ]
+        case ArgMatch.ANY_BIT:
+            (mask,) = denial.values
+            bits = [1 << i for i in range(64) if mask >> i & 1]
+            return [
+                [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}]
+                for bit in bits
+            ]
+
+
+def container_profile(policy: SyscallPolicy, executor_needs: frozenset[str]) -> dict[str, Any]:
+    """A seccomp profile for the executor's container (Docker's, Podman's and Kubernetes'
+    Localhost format): the sandboxes' denials, less the syscalls the executor itself makes.
+
+    Allowed by default, as the sandboxes' own filter is: the sandboxes' filter is the inner
+    wall, loaded by each sandbox over this one; this profile keeps the executor's container
+    (its own processes, and any process that would get out of a sandbox) from the rest.
+    """
+    rules: list[dict[str, Any]] = []
+    for denial in policy.denials:
+        if denial.syscall in executor_needs:
+            continue
+        for args in _container_args(denial):
+            rule: dict[str, Any] = {
+                "names": [denial.syscall],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": getattr(errno, denial.errno.value),
+            }
+            if args:
+                rule["args"] = args
+            rules.append(rule)
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": list(_CONTAINER_ARCHITECTURES),
+        "syscalls": rules,
+    }
+
+
+def render_profile(profile: dict[str, Any]) -> str:
+    """The profile as JSON, one rule per line."""
+    head = {key: value for key, value in profile.items() if key != "syscalls"}
+    lines = json.dumps(head, indent=2)[:-2] + ',\n  "syscalls": [\n'
+    rules = [f"    {json.dumps(rule)}" for rule in profile["syscalls"]]
+    return lines + ",\n".join(rules) + "\n  ]\n}\n"
 
 
 def range_prefix(arch: int, numbers: range, errno_value: int) -> bytes:

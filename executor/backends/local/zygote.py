@@ -75,7 +75,7 @@ from executor.backends.local.policy import (
 )
 from executor.backends.local.protocol import ControlChannel, ProtocolError, is_ready
 from executor.backends.local.runs import OutputStream, RunnerChannel
-from executor.backends.local.sandbox import RunLimits, RunnerSandbox
+from executor.backends.local.sandbox import RunLimits, RunnerSandbox, start_failure
 from executor.backends.local.workspace import Workspace
 from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
@@ -437,10 +437,7 @@ class ZygoteSandbox(RunnerSandbox):
             self.abandon()
             with contextlib.suppress(TimeoutError):
                 err = await asyncio.wait_for(streams[1].read(4096), 1)
-            raise SandboxFailure(
-                "python sandbox (zygote) failed to start: "
-                f"{err.decode(errors='replace').strip() or 'no ready signal from the runner'}"
-            )
+            raise start_failure("python sandbox (zygote)", err)
         self._killed = False
 
     # --- the run target ---

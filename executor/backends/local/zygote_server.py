@@ -343,6 +343,9 @@ def _seccomp(program: bytes) -> None:
 def _child(config: dict[str, Any], fds: dict[str, Any], maps_ready: int, runner: object) -> None:
     """In the clone: isolate, then become the runner. Never returns."""
     status = SETUP_FAILED
+    # Where a set-up failure is told: the run's stderr pipe, which the executor reads when no
+    # ready signal comes (and the zygote's own stderr, its log, until the pipe becomes fd 2).
+    told = [fds["stderr"], 2]
     try:
         _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "death signal")
         # The command line a bubblewrap runner has, as its pid 1's: no host path.
@@ -363,6 +366,7 @@ def _child(config: dict[str, Any], fds: dict[str, Any], maps_ready: int, runner:
             (null, fds["stdout"], fds["stderr"], fds["control_in"], fds["control_out"])
         ):
             os.dup2(source, target)
+        told = [2]
         _check(_libc.syscall(SYS_close_range, 5, 0xFFFFFFFF, 0), "close_range")
         os.umask(0o022)
         os.chdir(config["home"])
@@ -379,10 +383,11 @@ def _child(config: dict[str, Any], fds: dict[str, Any], maps_ready: int, runner:
         runner._flush_streams()  # type: ignore[attr-defined]
     except BaseException as exc:  # noqa: BLE001 - whatever happens, this process ends here
         if status == SETUP_FAILED:
-            try:
-                os.write(2, f"sandbox setup failed: {exc}\n".encode(errors="replace"))
-            except OSError:
-                pass
+            for fd in told:
+                try:
+                    os.write(fd, f"sandbox setup failed: {exc}\n".encode(errors="replace"))
+                except OSError:
+                    pass
         else:
             status = 1
     os._exit(status)
