@@ -17,7 +17,7 @@ from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPo
 from executor.backends.local.runtime import runtime_ready
 from executor.backends.local.sandbox import LocalSandbox, RunLimits, SandboxContext
 from executor.backends.local.seccomp import compile_filter
-from executor.backends.local.workspace import Workspace, tmpfs_supported
+from executor.backends.local.workspace import Workspace, on_tmpfs, tmpfs_supported
 from executor.backends.local.zygote import (
     ChildContext,
     ZygoteKeeper,
@@ -92,6 +92,7 @@ class LocalBackend:
         self.spare_cgroups = SpareCgroups(self.cgroups, keep=_SPARE_CGROUPS)
         self.is_root = os.geteuid() == 0
         self.use_tmpfs = False
+        self.state_on_tmpfs = False
         self._free_uids: list[int] = []
         self._live: dict[str, LocalSandbox | ZygoteSandbox] = {}
         self._counter = 0
@@ -111,6 +112,7 @@ class LocalBackend:
             cgroup_mode=self.cgroups.mode,
             tmpfs_quota=self.use_tmpfs,
             cpu_quota=self.cgroups.cpu_quota,
+            state_on_tmpfs=self.state_on_tmpfs,
         )
         return SandboxPolicy.build(self.settings, host)
 
@@ -164,6 +166,7 @@ class LocalBackend:
                         )
         self._font_caches = self._relocate_font_caches()
         self.use_tmpfs = self.is_root and tmpfs_supported(self.state_dir)
+        self.state_on_tmpfs = on_tmpfs(self.state_dir)
         self.policy = self._build_policy()
         self._files = await asyncio.to_thread(self.policy.file_contents)
         # Compiled once; each sandbox gets the same program on a descriptor of its own.
@@ -267,11 +270,18 @@ class LocalBackend:
                 if limits.nproc is not None
                 else "none (no cgroups and not root; CODE_EXEC_ALLOW_UNLIMITED_PROCESSES)"
             )
-        disk = (
-            f"{limits.disk_mib} MiB (tmpfs)"
-            if limits.disk_mib is not None
-            else f"{limits.file_size_mib} MiB per file (RLIMIT_FSIZE); no total"
-        )
+        if limits.disk_mib is not None:
+            disk = f"{limits.disk_mib} MiB (tmpfs)"
+        elif limits.disk_in_memory:
+            disk = (
+                f"counted in the memory limit, {limits.memory_mib} MiB (the state dir is a "
+                f"tmpfs, charged to each sandbox's cgroup); {limits.file_size_mib} MiB per file"
+            )
+        else:
+            disk = (
+                f"{limits.file_size_mib} MiB per file (RLIMIT_FSIZE); no total: put "
+                "CODE_EXEC_STATE_DIR on a tmpfs to count a sandbox's files in its memory limit"
+            )
         if limits.cpus is not None:
             cores = "core" if limits.cpus == 1 else "cores"
             cpu = f"{limits.cpus:g} {cores} per sandbox, equal weights ({limits.cgroup})"

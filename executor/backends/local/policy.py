@@ -392,11 +392,14 @@ class Limits:
     file_size_mib: int  # RLIMIT_FSIZE
     open_files: int  # RLIMIT_NOFILE
     core_mib: int  # RLIMIT_CORE
-    # The size of the tmpfs holding /home/user and /tmp; None: no total, RLIMIT_FSIZE only.
+    # The size of the tmpfs holding /home/user and /tmp; None: no total of its own.
     disk_mib: int | None
     shm_mib: int  # the size of the tmpfs of /dev/shm
     # CPU cores a sandbox may use (its cgroup's quota); None: no quota.
     cpus: float | None = None
+    # Without a tmpfs of its own, a sandbox's files count against its memory limit (they lie on
+    # a shared tmpfs, charged to its cgroup).
+    disk_in_memory: bool = False
 
     def address_space_for(self, language: Language) -> int | None:
         """RLIMIT_AS in MiB for a language's processes, None when it has none."""
@@ -415,7 +418,9 @@ class Limits:
             "open_files": self.open_files,
             "core_mib": self.core_mib,
             "disk_mib": self.disk_mib,
-            "disk_by": "tmpfs" if self.disk_mib is not None else None,
+            "disk_by": "tmpfs"
+            if self.disk_mib is not None
+            else ("memory limit" if self.disk_in_memory else None),
             "shm_mib": self.shm_mib,
             "cpus": self.cpus,
             "cpus_by": self.cgroup if self.cpus is not None else None,
@@ -430,6 +435,9 @@ class HostFacts:
     cgroup_mode: str  # "cgroup v1", "cgroup v2" or "none"
     tmpfs_quota: bool  # each workspace is a tmpfs of the disk limit's size
     cpu_quota: bool = False  # the sandboxes' cgroups have a CPU quota
+    # The workspaces lie on a tmpfs (not one per sandbox): with cgroups, a sandbox's files are
+    # charged to its memory limit, which is then a bound on its disk too.
+    state_on_tmpfs: bool = False
 
 
 @dataclass(frozen=True)
@@ -490,6 +498,7 @@ class SandboxPolicy:
                 disk_mib=settings.disk_limit_mb if host.tmpfs_quota else None,
                 shm_mib=SHM_MIB,
                 cpus=settings.cpu_limit if host.cpu_quota else None,
+                disk_in_memory=not host.tmpfs_quota and cgroup is not None and host.state_on_tmpfs,
             ),
             runners=MappingProxyType(_runners()),
         )

@@ -39,6 +39,20 @@ def _umount(target: Path) -> None:
     _libc.umount2(str(target).encode(), _MNT_DETACH)
 
 
+def on_tmpfs(path: Path) -> bool:
+    """Whether path lies on a tmpfs: files there are memory, charged to the memory cgroup of
+    the process that writes them (so a sandbox's files count against its memory limit)."""
+    best, fstype = "", ""
+    resolved = str(path.resolve())
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mount_point = fields[4].replace("\\040", " ")
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, fstype = mount_point, fields[fields.index("-") + 1]
+    return fstype == "tmpfs"
+
+
 def tmpfs_supported(probe_dir: Path) -> bool:
     """Whether this process may mount a size-limited tmpfs (root, or CAP_SYS_ADMIN)."""
     probe = probe_dir / ".mount-probe"

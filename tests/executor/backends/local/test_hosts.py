@@ -6,13 +6,19 @@ as an ordinary user with a delegated group); this project's own machine is cgrou
 """
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from executor.backends.local.backend import LocalBackend
 from executor.backends.local.limits import EXECUTOR_LEAF, own_cgroup_v2
+from executor.backends.local.policy import HostFacts, SandboxPolicy
+from executor.backends.local.workspace import on_tmpfs
+from executor.config import ExecutorSettings
 from schemas.languages import Language
 from tests.processes import free_port, new_state_dir
 
@@ -120,3 +126,47 @@ async def test_without_root_the_groups_go_in_the_delegated_group(make_backend) -
     assert "memory" in (own.parent / "cgroup.subtree_control").read_text().split()
     health = backend.health()
     assert "cgroup v2" in health.process_limit and "cgroup v2" in health.memory_limit
+
+
+@needs_v2
+@pytest.mark.skipif(os.geteuid() == 0, reason="as root each sandbox gets a tmpfs of its own size")
+async def test_without_root_files_on_a_tmpfs_count_against_the_memory_limit() -> None:
+    """No tmpfs per sandbox without root; a state dir on a shared tmpfs still bounds a
+    sandbox's files: their pages are charged to its cgroup, under its memory limit."""
+    state = Path(tempfile.mkdtemp(prefix="code-exec-test-", dir="/dev/shm"))
+    backend = LocalBackend(
+        ExecutorSettings(state_dir=state, memory_limit_mb=128, file_size_limit_mb=1024)
+    )
+    await backend.start()
+    try:
+        assert backend.health().disk_limit.startswith("counted in the memory limit, 128 MiB")
+        sandbox = await backend.create(Language.BASH)
+        try:
+            outcome = await run(
+                sandbox, "dd if=/dev/zero of=big bs=1M count=400 status=none; echo rc=$?"
+            )
+            # dd fails or is killed; either way the file holds no more than the limit.
+            assert "rc=0" not in outcome.stdout.text(), outcome
+            held = sum(p.stat().st_blocks * 512 for p in state.rglob("*") if p.is_file())
+            assert held <= 128 * 1024 * 1024, held
+            ok(await run(sandbox, "rm -f big; echo ok > small"))
+        finally:
+            await sandbox.close()
+    finally:
+        await backend.close()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_tmpfs_state_dir_is_told_apart_from_a_disk() -> None:
+    assert on_tmpfs(Path("/dev/shm/code-exec/state"))
+    assert not on_tmpfs(Path(__file__))
+    settings = ExecutorSettings()
+    for cgroup, shared_tmpfs, by in (
+        ("cgroup v2", True, "memory limit"),
+        ("cgroup v2", False, None),
+        ("none", True, None),  # no cgroup to charge the pages to
+    ):
+        host = HostFacts(
+            is_root=False, cgroup_mode=cgroup, tmpfs_quota=False, state_on_tmpfs=shared_tmpfs
+        )
+        assert SandboxPolicy.build(settings, host).limits.report()["disk_by"] == by
