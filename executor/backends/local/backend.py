@@ -226,12 +226,14 @@ class LocalBackend:
         config = zygote_config(
             self.policy, self._files, self._seccomp, settings.runtime_dir, tmp_files
         )
+        root_uid = settings.sandbox_uid_base - 1
         return ZygoteProcess(
             runtime_python(settings.runtime_dir),
             config,
-            root_uid=settings.sandbox_uid_base - 1,
+            root_uid=root_uid,
             uid_base=settings.sandbox_uid_base,
             uid_count=settings.sandbox_uid_count,
+            cgroup=self.cgroups.clone_into(root_uid),
         )
 
     def separate_stateless(self, language: Language) -> bool:
@@ -316,7 +318,8 @@ class LocalBackend:
         if zygote is None:
             return "bubblewrap sandboxes while the zygote restarts"
         restarts = f", restarted {keeper.restarts} times" if keeper.restarts else ""
-        return f"zygote (pid {zygote.pid}{restarts}): a clone per sandbox"
+        born = ", born in its cgroup (CLONE_INTO_CGROUP)" if zygote.clones_into_cgroup else ""
+        return f"zygote (pid {zygote.pid}{restarts}): a clone per sandbox{born}"
 
     def _allocate_uid(self) -> tuple[int, int]:
         if not self.is_root:

@@ -30,6 +30,8 @@ _V2_CPU = "cpu"
 _CPU_PERIOD_US = 100_000
 # Where the executor's own processes move within a delegated cgroup (see delegated_top).
 EXECUTOR_LEAF = "code-exec-executor"
+# The zygote's group, beside its sandboxes' groups (see CgroupLimiter.clone_into).
+ZYGOTE_LEAF = "zygote"
 
 
 def _enable(controllers: tuple[str, ...]) -> str:
@@ -102,6 +104,8 @@ class CgroupLimiter:
         # CPU cores a sandbox may use (0: no quota); `cpu_quota` says whether it is enforced.
         self.cpus = cpus
         self.cpu_quota = False
+        # The host uid that may spawn processes into the sandboxes' groups (clone_into).
+        self._spawner_uid: int | None = None
         self.mode = "none"
         # On v2: the sandboxes' groups are under a cgroup delegated to the executor.
         self.delegated = False
@@ -171,6 +175,25 @@ class CgroupLimiter:
         self.delegated = True
         return delegated_top()
 
+    def clone_into(self, uid: int) -> Path | None:
+        """Let uid (the zygote's host uid) clone children straight into their sandboxes' groups
+        (clone3's CLONE_INTO_CGROUP, cgroup v2 only); the group it must run in, or None.
+
+        The kernel checks the caller's own credentials for it: write access to the cgroup.procs
+        of the child's group and of the closest group holding both; so the zygote runs in a
+        leaf of this executor's group, and that group's cgroup.procs and each sandbox group's
+        are given to its uid. It can then move processes between those groups, and nothing
+        else: every limit file stays root's. Not where the groups are delegated (not root).
+        """
+        if self.mode != "cgroup v2" or self.delegated:
+            return None
+        parent = self._parents["unified"]
+        leaf = parent / ZYGOTE_LEAF
+        leaf.mkdir(exist_ok=True)
+        os.chown(parent / "cgroup.procs", uid, -1)
+        self._spawner_uid = uid
+        return leaf
+
     @property
     def available(self) -> bool:
         """Whether sandboxes get cgroups."""
@@ -214,6 +237,8 @@ class CgroupLimiter:
                 # cpu.weight stays at its default, the same for every sandbox: under
                 # contention each sandbox gets a like share, whatever its thread count.
                 (group / "cpu.max").write_text(f"{self._quota_us()} {_CPU_PERIOD_US}")
+            if self._spawner_uid is not None:
+                os.chown(group / "cgroup.procs", self._spawner_uid, -1)
             return CgroupHandle(dirs, [str(group / "cgroup.procs")], group, v2=True)
         except OSError:
             for d in reversed(dirs):
@@ -321,6 +346,8 @@ class CgroupLimiter:
     def close(self) -> None:
         """Remove this executor's own parent groups (its sandboxes are gone by now)."""
         for parent in self._parents.values():
+            with contextlib.suppress(OSError):
+                (parent / ZYGOTE_LEAF).rmdir()
             with contextlib.suppress(OSError):
                 parent.rmdir()
 

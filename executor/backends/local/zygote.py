@@ -27,10 +27,14 @@ Who holds which privilege:
 Trade-offs, decided:
 - Network namespace per child (not per slot reused with setns): two runs never share a
   loopback, and nothing of one run (TIME_WAIT, counters) is left for the next; about 1 ms.
-- A cgroup per sandbox (made by the executor, joined by the child through descriptors the
-  executor opened: the kernel checks the opener's credentials) before the child does anything
-  else; on cgroup v1 (this host) there is no CLONE_INTO_CGROUP, so the child's first steps
-  (a few syscalls, no user code) happen in the zygote's group.
+- A cgroup per sandbox, made by the executor. On cgroup v2 as root the child is born in it
+  (clone3's CLONE_INTO_CGROUP): the kernel checks the zygote's own credentials for that, so
+  the zygote runs in a leaf of the executor's group and its uid is given the cgroup.procs of
+  that group and of each sandbox group (CgroupLimiter.clone_into), which lets it move
+  processes between them and nothing else. Elsewhere (v1; v2 delegated), or where the kernel
+  refuses it, the child joins through descriptors the executor opened (the kernel checks the
+  opener's credentials) before it does anything else: its first steps (a few syscalls, no user
+  code) happen in the zygote's group.
 - Memory: the zygote's pages are shared copy-on-write; a page a child writes is charged to the
   child's cgroup, a page it only reads stays charged to the zygote (its own cgroup, the
   executor's). A child's RLIMIT_AS counts the inherited address space (about 40 MiB).
@@ -171,9 +175,19 @@ class ZygoteProcess:
     """The zygote: started, mapped, watched; requests sent on its control socket."""
 
     def __init__(
-        self, python: Path, config: dict[str, Any], root_uid: int, uid_base: int, uid_count: int
+        self,
+        python: Path,
+        config: dict[str, Any],
+        root_uid: int,
+        uid_base: int,
+        uid_count: int,
+        cgroup: Path | None = None,
     ):
         self._python = python
+        # The group it runs in, to clone children straight into theirs (CgroupLimiter.clone_into).
+        self._cgroup = cgroup
+        # Whether its last child was born in its cgroup (CLONE_INTO_CGROUP).
+        self.clones_into_cgroup = False
         self._config = json.dumps(config).encode() + b"\n"
         self._environment = dict(config["environment"])
         self._maps = (f"0 {root_uid} 1\n{uid_base} {uid_base} {uid_count}\n").encode()
@@ -234,6 +248,10 @@ class ZygoteProcess:
             if line.strip() != b"userns":
                 raise SandboxFailure(f"the zygote did not start: {await self._why(proc)}")
             await asyncio.to_thread(_write_maps, proc.pid, self._maps)
+            if self._cgroup is not None:  # before its first child
+                await asyncio.to_thread(
+                    (self._cgroup / "cgroup.procs").write_text, str(proc.pid)
+                )
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
             line = await asyncio.wait_for(proc.stdout.readline(), _START_TIMEOUT_S)
@@ -264,12 +282,18 @@ class ZygoteProcess:
         assert self._proc is not None
         return await self._proc.wait()
 
+    @property
+    def spawns_into_cgroups(self) -> bool:
+        """Whether it is offered each child's cgroup directory (CLONE_INTO_CGROUP)."""
+        return self._cgroup is not None
+
     async def request(self, host_uid: int, fds: list[int]) -> None:
-        """Ask for a child; fds: the connection's far end, then the child's descriptors."""
+        """Ask for a child; fds: the connection's far end, then the child's descriptors (the
+        cgroup's directory among them when spawns_into_cgroups)."""
         channel = self._channel
         if channel is None or not self.alive:
             raise SandboxFailure("the zygote is not running")
-        message = json.dumps({"uid": host_uid}).encode()
+        message = json.dumps({"uid": host_uid, "cgroup_dir": self.spawns_into_cgroups}).encode()
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -382,6 +406,9 @@ class ZygoteSandbox(RunnerSandbox):
                 given.append(write if executor_reads else read)
             in_w, out_r, stdout_r, stderr_r = ends
             in_r, out_w, stdout_w, stderr_w = given
+            if context.zygote.spawns_into_cgroups and self._cgroup is not None:
+                directory = self._cgroup.dirs[0]
+                given.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
             for path in self._cgroup.procs_files if self._cgroup else []:
                 given.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
             procs = given[4:]
@@ -401,6 +428,7 @@ class ZygoteSandbox(RunnerSandbox):
                 raise SandboxFailure(
                     f"the zygote could not start a sandbox: {reply.get('error', 'no answer')}"
                 )
+            context.zygote.clones_into_cgroup = bool(reply.get("into_cgroup"))
         except BaseException:
             mine.close()
             theirs.close()

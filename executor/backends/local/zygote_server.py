@@ -36,6 +36,7 @@ EOF on stdin (the executor is gone) ends the zygote; its children get SIGKILL as
 
 import base64
 import ctypes
+import errno
 import gc
 import json
 import os
@@ -57,6 +58,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_PIDFD = 0x00001000
+CLONE_INTO_CGROUP = 0x200000000
 RUN_NAMESPACES = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
 RUN_NAMESPACES |= CLONE_NEWNET
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -79,6 +81,14 @@ SETUP_FAILED = 121
 
 class Failure(Exception):
     """A step that failed, with the errno's text."""
+
+
+class CloneFailure(Failure):
+    """clone3 failed; errno says why."""
+
+    def __init__(self, errno_value: int) -> None:
+        super().__init__(f"clone3: {os.strerror(errno_value)}")
+        self.errno = errno_value
 
 
 def _check(result: int, what: str) -> int:
@@ -415,11 +425,17 @@ class _CloneArgs(ctypes.Structure):
     ]
 
 
-def _clone3(flags: int) -> tuple[int, int]:
-    """fork() into new namespaces: (pid, pidfd) in the zygote, (0, -1) in the child."""
+def _clone3(flags: int, cgroup_fd: int = -1) -> tuple[int, int]:
+    """fork() into new namespaces (and into the cgroup whose directory cgroup_fd is, if one is
+    given): (pid, pidfd) in the zygote, (0, -1) in the child."""
     pidfd = ctypes.c_int(-1)
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
     args = _CloneArgs(
-        flags=flags | CLONE_PIDFD, pidfd=ctypes.addressof(pidfd), exit_signal=signal.SIGCHLD
+        flags=flags | CLONE_PIDFD,
+        pidfd=ctypes.addressof(pidfd),
+        exit_signal=signal.SIGCHLD,
+        cgroup=max(cgroup_fd, 0),
     )
     ctypes.pythonapi.PyOS_BeforeFork()
     pid = _libc_gil.syscall(SYS_clone3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
@@ -429,7 +445,7 @@ def _clone3(flags: int) -> tuple[int, int]:
     err = ctypes.get_errno()
     ctypes.pythonapi.PyOS_AfterFork_Parent()
     if pid < 0:
-        raise Failure(f"clone3: {os.strerror(err)}")
+        raise CloneFailure(err)
     return pid, pidfd.value
 
 
@@ -457,6 +473,8 @@ class Zygote:
         self.selector.register(sys.stdin.fileno(), selectors.EVENT_READ, "stdin")
         # pidfd -> (pid, connection)
         self.children: dict[int, tuple[int, socket.socket]] = {}
+        # Whether CLONE_INTO_CGROUP is still tried (not once the kernel refused it).
+        self.clone_into = True
 
     def serve(self) -> None:
         while True:
@@ -486,7 +504,9 @@ class Zygote:
         connection = socket.socket(fileno=fds[0])
         try:
             request = json.loads(message)
-            pid, pidfd = self._spawn(int(request["uid"]), fds)
+            pid, pidfd, into = self._spawn(
+                int(request["uid"]), fds, bool(request.get("cgroup_dir"))
+            )
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the zygote
             self._answer(connection, {"error": str(exc)})
             connection.close()
@@ -494,24 +514,42 @@ class Zygote:
         finally:
             for fd in fds[1:]:
                 os.close(fd)
-        self._answer(connection, {"pid": pid})
+        self._answer(connection, {"pid": pid, "into_cgroup": into})
         connection.setblocking(False)
         self.children[pidfd] = (pid, connection)
         self.selector.register(pidfd, selectors.EVENT_READ, ("child", pidfd))
         self.selector.register(connection, selectors.EVENT_READ, ("connection", pidfd))
 
-    def _spawn(self, host_uid: int, fds: list[int]) -> tuple[int, int]:
+    def _clone(self, cgroup_fd: int) -> tuple[int, int, bool]:
+        """A child, born in its cgroup where the kernel lets the zygote do that; (pid, pidfd,
+        whether it was)."""
+        if cgroup_fd >= 0 and self.clone_into:
+            try:
+                return (*_clone3(RUN_NAMESPACES, cgroup_fd), True)
+            except CloneFailure as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EINVAL, errno.ENOSYS):
+                    raise
+                self.clone_into = False
+                _log(f"CLONE_INTO_CGROUP refused ({exc}): children join their cgroups")
+        return (*_clone3(RUN_NAMESPACES), False)
+
+    def _spawn(self, host_uid: int, fds: list[int], cgroup_dir: bool) -> tuple[int, int, bool]:
+        """fds: the connection, stdout, stderr, control in and out, then the cgroup's
+        directory (when cgroup_dir), then its cgroup.procs files (to join it otherwise)."""
         maps_read, maps_write = os.pipe()
+        cgroup_fd = fds[5] if cgroup_dir and len(fds) > 5 else -1
         named = {
             "stdout": fds[1],
             "stderr": fds[2],
             "control_in": fds[3],
             "control_out": fds[4],
-            "cgroups": fds[5:],
+            "cgroups": fds[6:] if cgroup_dir else fds[5:],
         }
         try:
-            pid, pidfd = _clone3(RUN_NAMESPACES)
+            pid, pidfd, into = self._clone(cgroup_fd)
             if pid == 0:
+                if into:
+                    named["cgroups"] = []  # born in it
                 os.close(maps_write)
                 _child(self.config, named, maps_read, self.runner)
             try:
@@ -525,7 +563,7 @@ class Zygote:
         finally:
             os.close(maps_read)
             os.close(maps_write)
-        return pid, pidfd
+        return pid, pidfd, into
 
     @staticmethod
     def _answer(connection: socket.socket, message: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from executor.backends.local.backend import LocalBackend
-from executor.backends.local.limits import EXECUTOR_LEAF, own_cgroup_v2
+from executor.backends.local.limits import EXECUTOR_LEAF, ZYGOTE_LEAF, own_cgroup_v2
 from executor.backends.local.policy import HostFacts, SandboxPolicy
 from executor.backends.local.workspace import on_tmpfs
 from executor.config import ExecutorSettings
@@ -170,3 +170,29 @@ def test_a_tmpfs_state_dir_is_told_apart_from_a_disk() -> None:
             is_root=False, cgroup_mode=cgroup, tmpfs_quota=False, state_on_tmpfs=shared_tmpfs
         )
         assert SandboxPolicy.build(settings, host).limits.report()["disk_by"] == by
+
+
+@needs_v2
+@pytest.mark.skipif(os.geteuid() != 0, reason="the zygote needs root")
+async def test_on_v2_a_zygote_child_is_born_in_its_own_group(make_backend) -> None:  # type: ignore[no-untyped-def]
+    backend = await make_backend(zygote="on", memory_limit_mb=256)
+    sandbox = await backend.create(Language.PYTHON, stateless=True)
+    try:
+        assert "CLONE_INTO_CGROUP" in backend.health().model_dump()["stateless_python"]
+        zygote_pid = int(backend.health().model_dump()["stateless_python"].split()[2][:-2])
+        zygote_group = Path(f"/proc/{zygote_pid}/cgroup").read_text().strip()
+        assert zygote_group.endswith(f"/{backend.instance}/{ZYGOTE_LEAF}"), zygote_group
+        child = sandbox.runner_pid()
+        assert child is not None
+        procs = Path(f"/proc/{child}/cgroup").read_text().strip()
+        group = Path("/sys/fs/cgroup") / procs.split("::", 1)[1].lstrip("/")
+        assert group.parent.name == backend.instance and group.name != ZYGOTE_LEAF
+        # The zygote's uid may spawn into the group; its limits stay root's.
+        zygote_uid = backend.settings.sandbox_uid_base - 1
+        assert (group / "cgroup.procs").stat().st_uid == zygote_uid
+        for limit in ("memory.max", "pids.max", "cgroup.subtree_control"):
+            assert (group / limit).stat().st_uid == 0
+        assert (group / "memory.max").read_text().strip() == str(256 * 1024 * 1024)
+        assert ok(await run(sandbox, "print(open('/proc/self/cgroup').read())")) == "0::/\n\n"
+    finally:
+        await sandbox.close()
