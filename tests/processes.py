@@ -89,7 +89,9 @@ def code_exec_process(
         preexec_fn=(lambda: _cap_open_files(open_files)) if open_files else None,  # noqa: PLW1509
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
+    # Under emulation (the test VM, tests/vm) a start takes several times longer.
+    scale = float(os.environ.get("CODE_EXEC_TEST_TIME_SCALE", "1"))
+    deadline = time.monotonic() + timeout_s * scale
     try:
         while True:
             try:
