@@ -201,7 +201,7 @@ def main() -> int:
     """Build or reuse the image, boot it, report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rebuild", action="store_true", help="debootstrap the image anew")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds for the guest")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds for the guest")
     parser.add_argument("--keep", action="store_true", help="keep the results folder")
     parser.add_argument("--phases", default=",".join(PHASES), help="root, rootless or both")
     parser.add_argument("--tests", help="what pytest runs (default: tests/vm/guest-tests.txt)")
