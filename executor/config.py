@@ -12,13 +12,14 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.health import Limits
 from schemas.languages import Language
+from schemas.network import Network, check_allowlist
 
 
 def default_runtime_dir() -> Path:
@@ -134,6 +135,43 @@ class ExecutorSettings(SharedSettings):
     file_size_limit_mb: int = 256
     open_files_limit: int = 1024
 
+    network: Network = Field(
+        default=Network.NONE,
+        description=(
+            "What sandboxed code may reach at most (a request can only narrow it): `none`, "
+            "its own loopback; `packages`, also the package indexes below, through the "
+            "executor's cache (pip and npm are set up for it); `allowlist`, also the hosts of "
+            "network_allowlist. Sandboxes never get a network interface: they reach an HTTP "
+            "proxy the executor serves on their loopback."
+        ),
+    )
+    network_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Hosts that `allowlist` reaches: names, '*.domain', or IP addresses, each with an "
+            "optional :port (else 80 and 443). A name that resolves to a private or loopback "
+            "address is refused; list the address itself to allow it."
+        ),
+    )
+    pypi_index_url: str = Field(
+        default="https://pypi.org/simple/", description="The PyPI-compatible index (PEP 503)."
+    )
+    npm_registry_url: str = Field(
+        default="https://registry.npmjs.org/", description="The npm-compatible registry."
+    )
+    egress_run_mb: int = Field(
+        default=1024, gt=0, description="Network traffic one run may move, both ways."
+    )
+    package_cache_mb: int = Field(
+        default=4096, gt=0, description="Disk the package mirror's file cache may hold."
+    )
+    package_index_ttl_s: float = Field(
+        default=600.0, ge=0, description="How long the mirror keeps an index page."
+    )
+    package_max_file_mb: int = Field(
+        default=1024, gt=0, description="The largest package file the mirror fetches."
+    )
+
     session_idle_ttl_s: float = 900.0
     session_max_lifetime_s: float = 4 * 3600.0
     max_sessions_per_user: int = 8
@@ -171,8 +209,16 @@ class ExecutorSettings(SharedSettings):
         ),
     )
 
+    @field_validator("network_allowlist", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: comma-separated
+            return [entry for entry in value.split(",") if entry.strip()]
+        return value
+
     @model_validator(mode="after")
     def _checked(self) -> Self:
+        self.network_allowlist = list(check_allowlist(self.network_allowlist))
         if self.internal_token is None and self.dev_mode:
             self.internal_token = SecretStr(secrets.token_urlsafe(32))
         if self.default_timeout_s > self.max_timeout_s:

@@ -11,8 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import TypeVar
 
+from executor.backends.local.egress import EgressConfig
 from executor.backends.local.launcher import LAUNCHER, build_launcher
 from executor.backends.local.limits import CgroupLimiter, SpareCgroups
+from executor.backends.local.mirror import MirrorConfig, PackageMirror
 from executor.backends.local.policy import SANDBOX_RUNTIME, HostFacts, SandboxPolicy
 from executor.backends.local.runtime import runtime_ready
 from executor.backends.local.sandbox import LocalSandbox, RunLimits, SandboxContext
@@ -30,6 +32,7 @@ from executor.config import ExecutorSettings
 from executor.errors import SandboxFailure
 from schemas.health import BackendHealth
 from schemas.languages import Language
+from schemas.network import Network
 
 log = logging.getLogger(__name__)
 SandboxT = TypeVar("SandboxT", LocalSandbox, ZygoteSandbox)
@@ -105,6 +108,8 @@ class LocalBackend:
         self._launcher: Path | None = None
         self._zygote: ZygoteKeeper | None = None
         self._zygote_error: str | None = None
+        self._mirror: PackageMirror | None = None
+        self._egress: EgressConfig | None = None
 
     def _build_policy(self) -> SandboxPolicy:
         host = HostFacts(
@@ -178,6 +183,7 @@ class LocalBackend:
         self._launcher = await asyncio.to_thread(
             build_launcher, state_base if shared else self.state_dir
         )
+        self._start_egress()
         if self.is_root:
             start = random.randrange(self.settings.sandbox_uid_count)
             base, count = self.settings.sandbox_uid_base, self.settings.sandbox_uid_count
@@ -191,6 +197,37 @@ class LocalBackend:
             getattr(health, "process_limit", ""),
             getattr(health, "disk_limit", ""),
             getattr(health, "sandbox_uid", ""),
+        )
+
+    def _start_egress(self) -> None:
+        """The egress proxy's shared parts, when the settings allow sandboxes any network."""
+        settings = self.settings
+        if self.policy.egress.level is Network.NONE:
+            return
+        self._mirror = PackageMirror(
+            MirrorConfig(
+                pypi_url=settings.pypi_index_url,
+                npm_url=settings.npm_registry_url,
+                cache_dir=settings.state_dir / "package-cache",
+                cache_bytes=settings.package_cache_mb * _MIB,
+                page_ttl_s=settings.package_index_ttl_s,
+                max_file_bytes=settings.package_max_file_mb * _MIB,
+            )
+        )
+        self._egress = EgressConfig(
+            ceiling=self.policy.egress,
+            mirror=self._mirror.serve,
+            run_bytes=settings.egress_run_mb * _MIB,
+            head_timeout_s=settings.header_timeout_s,
+        )
+
+    def _run_limits(self) -> RunLimits:
+        return RunLimits(
+            self.cgroups,
+            self.settings.max_output_bytes,
+            self.settings.interrupt_grace_s,
+            self.policy.limits.memory_mib,
+            egress=self._egress,
         )
 
     async def _start_zygote(self) -> None:
@@ -297,7 +334,8 @@ class LocalBackend:
             {
                 "backend": self.name,
                 "isolation": f"{bwrap}: {', '.join(namespaces)} and {last} namespaces; "
-                f"seccomp ({len(policy.syscalls.denials)} syscalls refused); no network",
+                f"seccomp ({len(policy.syscalls.denials)} syscalls refused); no network interface",
+                "network": self._network(),
                 "memory_limit": memory,
                 "process_limit": processes,
                 "cpu_limit": cpu,
@@ -308,6 +346,21 @@ class LocalBackend:
                 "stateless_python": self._stateless_python(),
                 "policy": policy.report(),
             }
+        )
+
+    def _network(self) -> str:
+        egress = self.policy.egress
+        match egress.level:
+            case Network.NONE:
+                return "none: the sandbox's own loopback only (CODE_EXEC_NETWORK=none)"
+            case Network.PACKAGES:
+                reach = "the package indexes"
+            case Network.ALLOWLIST:
+                reach = f"the package indexes and {', '.join(egress.hosts) or 'no other host'}"
+        return (
+            f"{egress.level.value}: {reach}, through the executor's proxy on each sandbox's "
+            f"loopback ({self.settings.egress_run_mb} MiB per run); pip from "
+            f"{self.settings.pypi_index_url}, npm from {self.settings.npm_registry_url}"
         )
 
     def _stateless_python(self) -> str:
@@ -406,12 +459,7 @@ class LocalBackend:
         uid, gid = self._allocate_uid()
         context = ChildContext(
             zygote=zygote,
-            limits=RunLimits(
-                self.cgroups,
-                self.settings.max_output_bytes,
-                self.settings.interrupt_grace_s,
-                self.policy.limits.memory_mib,
-            ),
+            limits=self._run_limits(),
             release=self.release,
             spare_cgroups=self.spare_cgroups,
         )
@@ -429,6 +477,7 @@ class LocalBackend:
             interrupt_grace_s=self.settings.interrupt_grace_s,
             release=self.release,
             launcher=self._launcher,
+            egress=self._egress,
         )
 
     async def close(self) -> None:
@@ -440,4 +489,6 @@ class LocalBackend:
             await self._zygote.close()
         self.spare_cgroups.close()
         self.cgroups.close()
+        if self._mirror is not None:
+            await self._mirror.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)

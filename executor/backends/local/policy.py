@@ -37,8 +37,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 
+from executor.backends.local.network import NetworkPolicy
 from executor.config import ExecutorSettings
 from schemas.languages import Language
+from schemas.network import Network
 
 RUNNERS_DIR = Path(__file__).resolve().parent / "runners"
 SANDBOX_RUNNERS = "/opt/code-exec/runners"
@@ -50,6 +52,9 @@ SANDBOX_HOME = "/home/user"
 # /dev/shm holds POSIX shared memory and semaphores (multiprocessing needs it). It is memory the
 # disk quota does not cover, so it gets a small size of its own.
 SHM_MIB = 64
+# The egress proxy's port on each sandbox's loopback (egress.py), when the executor allows any
+# network.
+EGRESS_PORT = 3128
 
 NAMESPACES = ("user", "pid", "net", "ipc", "uts", "mount", "cgroup")
 # V8 reserves far more address space than it uses: no RLIMIT_AS for Node.js. For Python and C it
@@ -73,6 +78,7 @@ RUNNER_FILES = (
     "pythonpath/code_exec_mpl_backend.py",
     "node_runner.js",
     "bash_runner.sh",
+    "egress_listen.py",
 )
 _MERGED_USR_DIRS = ("bin", "lib", "lib32", "lib64", "libx32", "sbin")
 
@@ -456,6 +462,9 @@ class SandboxPolicy:
     workdir: str
     environment: Mapping[str, str]
     network: Literal["none"]  # the net namespace's loopback, and nothing else
+    # What the egress proxy on that loopback lets runs reach at most (egress.py); level none:
+    # no proxy at all.
+    egress: NetworkPolicy
     die_with_parent: bool
     new_session: bool
     limits: Limits
@@ -481,8 +490,9 @@ class SandboxPolicy:
             hostname="sandbox",
             mounts=_mounts(),
             workdir=SANDBOX_HOME,
-            environment=MappingProxyType(_environment()),
+            environment=MappingProxyType(_environment(settings)),
             network="none",
+            egress=NetworkPolicy(settings.network, tuple(settings.network_allowlist)),
             die_with_parent=True,
             new_session=True,
             limits=Limits(
@@ -545,6 +555,7 @@ class SandboxPolicy:
             "workdir": self.workdir,
             "environment": sorted(self.environment),
             "network": self.network,
+            "egress": self.egress.report(),
             "die_with_parent": self.die_with_parent,
             "new_session": self.new_session,
             "limits": self.limits.report(),
@@ -595,8 +606,8 @@ def _mounts() -> tuple[Mount, ...]:
     )
 
 
-def _environment() -> dict[str, str]:
-    return {
+def _environment(settings: ExecutorSettings) -> dict[str, str]:
+    environment = {
         "PATH": f"{SANDBOX_RUNTIME / 'python' / 'bin'}:/usr/local/bin:/usr/bin:/bin",
         "HOME": SANDBOX_HOME,
         "USER": "user",
@@ -613,6 +624,45 @@ def _environment() -> dict[str, str]:
         "PYTHONPATH": f"{SANDBOX_RUNNERS}/pythonpath",
         "MPLCONFIGDIR": "/tmp/.config/matplotlib",
     }
+    if settings.network is not Network.NONE:
+        environment.update(_egress_environment(settings.runtime_dir))
+    return environment
+
+
+# Where pip installs what a run asks for: the sandbox's own home (the runtime is read-only).
+# python_runner.py puts its site-packages on sys.path; PYTHONPATH gives it to other Pythons.
+PACKAGES_PREFIX = f"{SANDBOX_HOME}/.local"
+
+
+def python_packages(runtime_dir: Path) -> str:
+    """The site-packages pip --prefix fills in the sandbox, for the runtime's Python version."""
+    versions = sorted(path.name for path in (runtime_dir / "python" / "lib").glob("python3.*"))
+    return f"{PACKAGES_PREFIX}/lib/{versions[-1] if versions else 'python3'}/site-packages"
+
+
+def _egress_environment(runtime_dir: Path) -> dict[str, str]:
+    """pip, npm and HTTP clients pointed at the egress proxy (egress.py) and its mirror."""
+    proxy = f"http://127.0.0.1:{EGRESS_PORT}"
+    environment = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), proxy)
+    environment.update(
+        {
+            # The sandbox's own servers are reached directly, the mirror too.
+            "NO_PROXY": "localhost,127.0.0.1,::1",
+            "no_proxy": "localhost,127.0.0.1,::1",
+            "PIP_INDEX_URL": f"{proxy}/pypi/simple/",
+            "PIP_PREFIX": PACKAGES_PREFIX,
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "PIP_NO_CACHE_DIR": "1",  # the executor caches; a copy here would fill the disk
+            "PIP_ROOT_USER_ACTION": "ignore",
+            "PYTHONPATH": f"{SANDBOX_RUNNERS}/pythonpath:{python_packages(runtime_dir)}",
+            "npm_config_registry": f"{proxy}/npm/",
+            "npm_config_audit": "false",
+            "npm_config_fund": "false",
+            "npm_config_update_notifier": "false",
+            "npm_config_cache": "/tmp/.npm",
+        }
+    )
+    return environment
 
 
 def _runners() -> dict[Language, tuple[str, ...]]:

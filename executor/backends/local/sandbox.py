@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,12 @@ from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local import procfs
 from executor.backends.local.bwrap import DataFds, bwrap_command, with_args_fd
+from executor.backends.local.egress import (
+    EgressConfig,
+    SandboxEgress,
+    egress_channel,
+    receive_listener,
+)
 from executor.backends.local.launcher import above_launcher_fds, launch_prefix
 from executor.backends.local.limits import CgroupHandle, CgroupLimiter
 from executor.backends.local.policy import SandboxPaths, SandboxPolicy
@@ -71,6 +78,7 @@ class SandboxContext:
     interrupt_grace_s: float
     release: Callable[["LocalSandbox"], None]  # called once, when the sandbox is closed
     launcher: Path | None = None  # code-exec-launch, when built (else bash and setpriv)
+    egress: EgressConfig | None = None  # the egress proxy, when the executor allows a network
 
 
 def _own_processes(bwrap_pid: int) -> tuple[frozenset[int], int | None]:
@@ -94,6 +102,7 @@ class RunLimits:
     max_output_bytes: int
     interrupt_grace_s: float
     memory_limit_mib: int
+    egress: EgressConfig | None = None  # the egress proxy, when the executor allows a network
 
 
 class RunnerSandbox:
@@ -113,6 +122,8 @@ class RunnerSandbox:
         self._cgroup: CgroupHandle | None = None
         self._closed = False
         self._killed = True  # until a runner says it is ready
+        self._egress: SandboxEgress | None = None
+        self._egress_pending: socket.socket | None = None  # until the sandbox is ready
 
     @property
     def id(self) -> str:
@@ -156,6 +167,32 @@ class RunnerSandbox:
         """Resident memory of all processes of the sandbox."""
         return sum(procfs.rss_bytes(pid) for pid in self.process_ids()) or None
 
+    def _egress_channel(self) -> int | None:
+        """The sandbox's end of the channel a starting sandbox sends its egress listener
+        over, when there is a proxy to serve (egress.egress_channel); the executor's end is
+        kept until _serve_egress."""
+        if self._limits.egress is None:
+            return None
+        self._stop_egress()
+        self._egress_pending, theirs = egress_channel()
+        return theirs
+
+    async def _serve_egress(self) -> None:
+        """Serve the egress proxy on the listener the ready sandbox sent."""
+        ours, self._egress_pending = self._egress_pending, None
+        if ours is None or self._limits.egress is None:
+            return
+        self._egress = SandboxEgress(self._id, receive_listener(ours), self._limits.egress)
+        await self._egress.start()
+
+    def _stop_egress(self) -> None:
+        if self._egress_pending is not None:
+            self._egress_pending.close()
+            self._egress_pending = None
+        if self._egress is not None:
+            self._egress.abort()
+            self._egress = None
+
     # The run target (runs.RunTarget): each kind says how.
 
     def runner_pid(self) -> int | None:
@@ -191,18 +228,25 @@ class RunnerSandbox:
         limits = self._limits
         stdout = stdout or StreamCapture(limits.max_output_bytes)
         stderr = stderr or StreamCapture(limits.max_output_bytes)
-        end = await execute(
-            self,
-            channel,
-            code,
-            env=env,
-            timeout=timeout,
-            keep_state=keep_state,
-            interrupt_grace_s=limits.interrupt_grace_s,
-            on_output=on_output,
-            stdout=stdout,
-            stderr=stderr,
-        )
+        egress = self._egress
+        if egress is not None and limits.egress is not None:
+            egress.begin_run(limits.egress.ceiling)
+        try:
+            end = await execute(
+                self,
+                channel,
+                code,
+                env=env,
+                timeout=timeout,
+                keep_state=keep_state,
+                interrupt_grace_s=limits.interrupt_grace_s,
+                on_output=on_output,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        finally:
+            if egress is not None:
+                egress.end_run()
         outcome = interpret(
             end,
             stdout=stdout,
@@ -246,6 +290,7 @@ class LocalSandbox(RunnerSandbox):
                 context.max_output_bytes,
                 context.interrupt_grace_s,
                 context.policy.limits.memory_mib,
+                context.egress,
             ),
         )
         self._context = context
@@ -283,6 +328,8 @@ class LocalSandbox(RunnerSandbox):
             home=self.workspace.home, tmp=self.workspace.tmp, runtime=context.runtime_dir
         )
         data = DataFds()
+        theirs = self._egress_channel()
+        egress_fd = above_launcher_fds(theirs) if theirs is not None else None
         in_r, in_w = os.pipe()
         out_r, pipe_w = os.pipe()
         out_w = -1
@@ -295,6 +342,7 @@ class LocalSandbox(RunnerSandbox):
                 files=context.files,
                 seccomp=context.seccomp,
                 data_fd=data,
+                egress_fd=egress_fd,
             )
             self._process = proc = await asyncio.create_subprocess_exec(
                 *launch_prefix(
@@ -311,17 +359,20 @@ class LocalSandbox(RunnerSandbox):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin"},
-                pass_fds=(out_w, *data.fds),
+                pass_fds=(out_w, *data.fds, *([egress_fd] if egress_fd is not None else [])),
                 start_new_session=True,
             )
         except BaseException:
             os.close(in_w)
             os.close(out_r)
+            self._stop_egress()
             raise
         finally:
             os.close(in_r)
             if out_w >= 0:
                 os.close(out_w)
+            if egress_fd is not None:
+                os.close(egress_fd)
             data.close()
         assert proc.stdout is not None and proc.stderr is not None
         control_out = ControlChannel()
@@ -348,6 +399,11 @@ class LocalSandbox(RunnerSandbox):
             with contextlib.suppress(TimeoutError):
                 stderr = await asyncio.wait_for(proc.stderr.read(4096), 1)
             raise start_failure(f"{self._language.value} sandbox", stderr)
+        try:
+            await self._serve_egress()
+        except SandboxFailure:
+            await self.kill()
+            raise
         self._own_pids, self._runner_pid = _own_processes(proc.pid)
         self._killed = False
 
@@ -357,6 +413,7 @@ class LocalSandbox(RunnerSandbox):
         What a cancelled run does last: nothing here awaits, so nothing can interrupt it.
         """
         self._killed = True
+        self._stop_egress()
         proc = self._process
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):

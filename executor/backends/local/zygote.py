@@ -70,6 +70,7 @@ from executor.backends.base import RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local.limits import SpareCgroups
 from executor.backends.local.policy import (
+    EGRESS_PORT,
     SANDBOX_HOME,
     SANDBOX_RUNNERS,
     SANDBOX_RUNTIME,
@@ -152,6 +153,7 @@ def zygote_config(
         "runtime": str(SANDBOX_RUNTIME),
         "runners": SANDBOX_RUNNERS,
         "runner_path": f"{SANDBOX_RUNNERS}/python_runner.py",
+        "egress_port": EGRESS_PORT,
         "home": SANDBOX_HOME,
         "hostname": policy.hostname,
         "uid": policy.uid,
@@ -287,13 +289,16 @@ class ZygoteProcess:
         """Whether it is offered each child's cgroup directory (CLONE_INTO_CGROUP)."""
         return self._cgroup is not None
 
-    async def request(self, host_uid: int, fds: list[int]) -> None:
+    async def request(self, host_uid: int, fds: list[int], *, egress: bool = False) -> None:
         """Ask for a child; fds: the connection's far end, then the child's descriptors (the
-        cgroup's directory among them when spawns_into_cgroups)."""
+        egress channel's end after the control output when egress, the cgroup's directory
+        among them when spawns_into_cgroups)."""
         channel = self._channel
         if channel is None or not self.alive:
             raise SandboxFailure("the zygote is not running")
-        message = json.dumps({"uid": host_uid, "cgroup_dir": self.spawns_into_cgroups}).encode()
+        message = json.dumps(
+            {"uid": host_uid, "cgroup_dir": self.spawns_into_cgroups, "egress": egress}
+        ).encode()
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -406,6 +411,9 @@ class ZygoteSandbox(RunnerSandbox):
                 given.append(write if executor_reads else read)
             in_w, out_r, stdout_r, stderr_r = ends
             in_r, out_w, stdout_w, stderr_w = given
+            egress = self._egress_channel()
+            if egress is not None:
+                given.append(egress)
             if context.zygote.spawns_into_cgroups and self._cgroup is not None:
                 directory = self._cgroup.dirs[0]
                 given.append(os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
@@ -414,7 +422,7 @@ class ZygoteSandbox(RunnerSandbox):
             procs = given[4:]
             theirs_fds = [theirs.fileno(), stdout_w, stderr_w, in_r, out_w, *procs]
             try:
-                await context.zygote.request(self.uid, theirs_fds)
+                await context.zygote.request(self.uid, theirs_fds, egress=egress is not None)
             finally:
                 while given:
                     os.close(given.pop())
@@ -432,6 +440,7 @@ class ZygoteSandbox(RunnerSandbox):
         except BaseException:
             mine.close()
             theirs.close()
+            self._stop_egress()
             for fd in (*ends, *given):
                 os.close(fd)
             await self._remove_cgroup()
@@ -466,6 +475,11 @@ class ZygoteSandbox(RunnerSandbox):
             with contextlib.suppress(TimeoutError):
                 err = await asyncio.wait_for(streams[1].read(4096), 1)
             raise start_failure("python sandbox (zygote)", err)
+        try:
+            await self._serve_egress()
+        except SandboxFailure:
+            self.abandon()
+            raise
         self._killed = False
 
     # --- the run target ---
@@ -486,6 +500,7 @@ class ZygoteSandbox(RunnerSandbox):
         death signal does it.) The cgroup is emptied again before it is removed.
         """
         self._killed = True
+        self._stop_egress()
         if self._process is not None:
             self._process.kill()
         if self._channel is not None:

@@ -246,6 +246,7 @@ def _preload(config: dict[str, Any]) -> object:
     import traceback  # noqa: F401
     import types  # noqa: F401
 
+    import egress_listen  # type: ignore[import-not-found]  # noqa: F401  (the children's)
     import python_runner  # type: ignore[import-not-found]
 
     return python_runner
@@ -370,6 +371,8 @@ def _child(config: dict[str, Any], fds: dict[str, Any], maps_ready: int, runner:
         _workspace(config)
         socket.sethostname(config["hostname"])
         _loopback_up()
+        if fds["egress"] >= 0:  # the egress proxy's socket, on this loopback, to the executor
+            sys.modules["egress_listen"].listen(os.dup(fds["egress"]), config["egress_port"])
         _check(_libc.unshare(CLONE_NEWCGROUP), "unshare(CLONE_NEWCGROUP)")
         null = os.open("/dev/null", os.O_RDONLY)
         for target, source in enumerate(
@@ -505,7 +508,10 @@ class Zygote:
         try:
             request = json.loads(message)
             pid, pidfd, into = self._spawn(
-                int(request["uid"]), fds, bool(request.get("cgroup_dir"))
+                int(request["uid"]),
+                fds,
+                bool(request.get("cgroup_dir")),
+                bool(request.get("egress")),
             )
         except Exception as exc:  # noqa: BLE001 - one bad request must not end the zygote
             self._answer(connection, {"error": str(exc)})
@@ -533,17 +539,23 @@ class Zygote:
                 _log(f"CLONE_INTO_CGROUP refused ({exc}): children join their cgroups")
         return (*_clone3(RUN_NAMESPACES), False)
 
-    def _spawn(self, host_uid: int, fds: list[int], cgroup_dir: bool) -> tuple[int, int, bool]:
-        """fds: the connection, stdout, stderr, control in and out, then the cgroup's
-        directory (when cgroup_dir), then its cgroup.procs files (to join it otherwise)."""
+    def _spawn(
+        self, host_uid: int, fds: list[int], cgroup_dir: bool, egress: bool
+    ) -> tuple[int, int, bool]:
+        """fds: the connection, stdout, stderr, control in and out, then the egress channel
+        (when egress), the cgroup's directory (when cgroup_dir), then its cgroup.procs files
+        (to join it otherwise)."""
         maps_read, maps_write = os.pipe()
-        cgroup_fd = fds[5] if cgroup_dir and len(fds) > 5 else -1
+        rest = fds[5:]
+        egress_fd = rest.pop(0) if egress and rest else -1
+        cgroup_fd = rest.pop(0) if cgroup_dir and rest else -1
         named = {
             "stdout": fds[1],
             "stderr": fds[2],
             "control_in": fds[3],
             "control_out": fds[4],
-            "cgroups": fds[6:] if cgroup_dir else fds[5:],
+            "egress": egress_fd,
+            "cgroups": rest,
         }
         try:
             pid, pidfd, into = self._clone(cgroup_fd)

@@ -123,6 +123,18 @@ class PythonCells:
         if "" not in sys.path:
             sys.path.insert(0, "")
         sys.path.append(os.path.join(RUNNERS_DIR, "pythonpath"))
+        # Where pip installs in the sandbox (PIP_PREFIX: the runtime is read-only), named in
+        # PYTHONPATH when the executor allows packages. Made now, so that what a run installs
+        # imports in that same run (a directory missing at the first import is never looked
+        # at again).
+        home = os.path.expanduser("~")
+        for path in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+            if path.startswith(home + os.sep) and path not in sys.path:
+                try:
+                    os.makedirs(path, exist_ok=True)
+                except OSError:
+                    continue
+                sys.path.append(path)
         sys.dont_write_bytecode = True
 
     def _await(self, code: types.CodeType) -> object:
