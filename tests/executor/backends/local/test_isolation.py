@@ -9,9 +9,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +19,12 @@ from executor.backends.local.backend import LocalBackend
 from executor.backends.local.policy import SANDBOX_RUNTIME, SHM_MIB
 from executor.backends.local.sandbox import LocalSandbox
 from schemas.languages import Language
+from tests.netns import netns_available, netns_host
 from tests.processes import new_state_dir
 
 from ._helpers import host_uid, ok, read_bytes, run
 
 REPO = Path(__file__).resolve().parents[4]
-IP = "/usr/sbin/ip"
 
 pytestmark = pytest.mark.anyio
 
@@ -68,54 +65,14 @@ while time.monotonic() < deadline and served < 20:
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run([IP, *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture
 def test_host() -> Iterator[NetnsHost]:
     """A test host of our own: a network namespace, a veth pair to it, a listener in it."""
-    if os.geteuid() != 0 or not Path(IP).exists():
+    if not netns_available():
         pytest.skip("a test host needs root and iproute2 (ip netns, veth)")
-    tag = f"{os.getpid() % 100_000}"
-    namespace, outer, inner = f"ce-test-{tag}", f"ceh{tag}", f"cen{tag}"
-    # 198.18.0.0/15 is set aside for network tests (RFC 2544): a /30 of it, on our link only.
-    subnet = f"198.18.{os.getpid() % 250}"
-    host = NetnsHost(address=f"{subnet}.2", port=8765, greeting=b"test host here\n")
-    listener: subprocess.Popen[bytes] | None = None
-    subprocess.run([IP, "netns", "del", namespace], capture_output=True, check=False)  # a stale one
-    _ip("netns", "add", namespace)
-    try:
-        _ip("link", "add", outer, "type", "veth", "peer", "name", inner)
-        _ip("link", "set", inner, "netns", namespace)
-        _ip("addr", "add", f"{subnet}.1/30", "dev", outer)
-        _ip("link", "set", outer, "up")
-        for args in (
-            ("addr", "add", f"{host.address}/30", "dev", inner),
-            ("link", "set", inner, "up"),
-            ("link", "set", "lo", "up"),
-        ):
-            _ip("netns", "exec", namespace, IP, *args)
-        listener = subprocess.Popen(
-            [IP, "netns", "exec", namespace, sys.executable, "-c", LISTENER]
-            + [host.address, str(host.port), host.greeting.decode()]
-        )
-        deadline = time.monotonic() + 10
-        while True:  # until it listens
-            try:
-                socket.create_connection((host.address, host.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield host
-    finally:
-        if listener is not None:
-            listener.kill()
-            listener.wait()
-        subprocess.run([IP, "link", "del", outer], capture_output=True, check=False)
-        subprocess.run([IP, "netns", "del", namespace], capture_output=True, check=False)
+    host = NetnsHost(address="", port=8765, greeting=b"test host here\n")
+    with netns_host(LISTENER, host.port, host.greeting.decode()) as address:
+        yield NetnsHost(address=address, port=host.port, greeting=host.greeting)
 
 
 async def test_a_host_this_machine_reaches_is_unreachable_from_the_sandbox(

@@ -539,8 +539,10 @@ async def test_health_reports_the_policy(executor_state_dir: Path) -> None:
         refused = len(backend.policy.syscalls.denials)
         assert fields["isolation"] == (
             "bubblewrap: user, pid, net, ipc, uts, mount and cgroup namespaces; "
-            f"seccomp ({refused} syscalls refused); no network"
+            f"seccomp ({refused} syscalls refused); no network interface"
         )
+        assert fields["network"].startswith("none: the sandbox's own loopback only")
+        assert health.policy["egress"] == {"level": "none", "allowlist": []}
         assert health.policy["syscalls"]["denied"][0] == {"syscall": "add_key", "errno": "EPERM"}
         for key in ("memory_limit", "process_limit", "disk_limit", "sandbox_uid"):
             assert isinstance(fields[key], str) and fields[key]
