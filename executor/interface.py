@@ -16,6 +16,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -98,7 +99,14 @@ class ExecutorClient(Protocol):
         """A file a run made and the executor kept (a figure: image-0.png), its owner only."""
         ...
 
-    async def open_session(self, language: Language, user: str) -> SessionInfo:
+    async def open_session(
+        self,
+        language: Language,
+        user: str,
+        *,
+        network: Network | None = None,
+        packages: list[str] | None = None,
+    ) -> SessionInfo:
         """Open a session."""
         ...
 

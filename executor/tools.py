@@ -21,6 +21,7 @@ from schemas.execution import ExecuteResult, Image
 from schemas.health import Limits
 from schemas.jsonschema import compact
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.render import render_result
 from schemas.sessions import CloseSessionResult, SessionInfo
@@ -87,6 +88,25 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g} seconds"
 
 
+_NETWORK_TEXT = {
+    Network.NONE: "without network",
+    Network.PACKAGES: "without network but package installs (packages, or pip/npm)",
+    Network.ALLOWLIST: "with package installs and the operator's allowed hosts",
+}
+
+
+def _network_fields(limits: Limits) -> dict[str, str]:
+    if limits.network is Network.NONE:
+        return {}
+    return {"packages": "pip or npm packages to install first."}
+
+
+def _no_network_fields(limits: Limits) -> set[str]:
+    # network (narrowing what a run reaches) is for programs, through the REST API: every
+    # request that lists the tools would pay for it, and a model has little use for it.
+    return {"packages", "network"} if limits.network is Network.NONE else {"network"}
+
+
 class Tool(ABC, Generic[A, R]):
     """One tool: what the model sees, how it is called, how its result reads.
 
@@ -113,12 +133,17 @@ class Tool(ABC, Generic[A, R]):
             limits=limits,
             memory=_memory(limits.memory_limit_mb),
             idle=_duration(limits.session_idle_ttl_s),
+            network=_NETWORK_TEXT[limits.network],
         )
 
     def field_descriptions(self, limits: Limits) -> dict[str, str]:
         """Model-facing descriptions of the arguments where they differ from the schema's
         ("" drops one: the argument's name says enough)."""
         return {}
+
+    def hidden_fields(self, limits: Limits) -> set[str]:
+        """Arguments left out of the schema under these limits (they could not be used)."""
+        return set()
 
     @abstractmethod
     async def call(self, call: Call, args: A) -> R:
@@ -145,6 +170,10 @@ class Tool(ABC, Generic[A, R]):
         references, which strict-mode converters refuse) and short (no titles, defaults or
         null unions, which every request that lists the tools pays for)."""
         schema = compact(copy.deepcopy(self.arguments.model_json_schema()))
+        for name in self.hidden_fields(limits):
+            schema["properties"].pop(name, None)
+            if name in schema.get("required", []):
+                schema["required"].remove(name)
         for name, text in self.field_descriptions(limits).items():
             if text:
                 schema["properties"][name]["description"] = text
@@ -201,7 +230,7 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
 
     hints = Hints(destructive=False)
     description = (
-        "Run code in an isolated sandbox without network: python (numpy, pandas, matplotlib; "
+        "Run code in an isolated sandbox {network}: python (numpy, pandas, matplotlib; "
         "shows the last expression's value and plots), javascript (Node.js), bash or c (gcc). "
         "Runs start clean unless given a session_id from open_session. Timeout "
         "{limits.default_timeout_s:g} s (max {limits.max_timeout_s:g}), {memory} of memory. "
@@ -218,7 +247,12 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
             f"{limits.max_timeout_s:g}).",
             "max_output_tokens": f"Token budget (default {limits.default_output_tokens}).",
             "files": "Files to write first.",
+            **_network_fields(limits),
         }
+
+    def hidden_fields(self, limits: Limits) -> set[str]:
+        """packages where the executor allows no network; network (for programs) always."""
+        return _no_network_fields(limits)
 
     async def call(self, call: Call, args: RunCodeArgs) -> ExecuteResult:
         """Run the code."""
@@ -253,9 +287,22 @@ class OpenSession(Tool[OpenSessionArgs, SessionInfo], name="open_session"):
         "session_id. It closes after {idle} idle, or by close_session."
     )
 
+    def field_descriptions(self, limits: Limits) -> dict[str, str]:
+        """The arguments as the model should read them."""
+        return {"language": "", **_network_fields(limits)}
+
+    def hidden_fields(self, limits: Limits) -> set[str]:
+        """packages where the executor allows no network; network (for programs) always."""
+        return _no_network_fields(limits)
+
     async def call(self, call: Call, args: OpenSessionArgs) -> SessionInfo:
         """Open the session."""
-        return await call.client.open_session(args.language or Language.PYTHON, call.user)
+        return await call.client.open_session(
+            args.language or Language.PYTHON,
+            call.user,
+            network=args.network,
+            packages=args.packages,
+        )
 
     def render(self, result: SessionInfo) -> str:
         """The session id and what to do with it."""

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.languages import Language, LanguageName
+from schemas.network import Network
+from schemas.packages import MAX_PACKAGES, PackageSpec
 from schemas.text import Text, check_text
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -75,6 +77,23 @@ class RunFields(BaseModel):
         description=(
             "Token budget of the whole result as rendered for a model (stdout, stderr, value, "
             "error); the executor's default when omitted. Cut output stays retrievable."
+        ),
+    )
+    packages: list[PackageSpec] | None = Field(
+        default=None,
+        max_length=MAX_PACKAGES,
+        description=(
+            "Packages to install before the code runs: pip requirements for python "
+            "('scipy', 'requests==2.32.3'), npm specs for javascript ('lodash@4'). Needs a "
+            "network level of packages or more."
+        ),
+    )
+    network: Network | None = Field(
+        default=None,
+        description=(
+            "What the code may reach: none, packages (the package indexes) or allowlist (also "
+            "the operator's hosts). The executor's setting when omitted; a run can only narrow "
+            "it (and a session's)."
         ),
     )
 

@@ -4,6 +4,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.network import Network
+
 
 class Limits(BaseModel):
     """The limits a caller meets (the executor's settings say them); tool descriptions are
@@ -16,6 +18,7 @@ class Limits(BaseModel):
     max_output_tokens: int
     session_idle_ttl_s: float
     max_code_bytes: int
+    network: Network = Network.NONE
 
 
 class PoolHealth(BaseModel):

@@ -5,6 +5,8 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.languages import Language, LanguageName
+from schemas.network import Network
+from schemas.packages import MAX_PACKAGES, PackageSpec
 
 
 class OpenSessionRequest(BaseModel):
@@ -15,6 +17,17 @@ class OpenSessionRequest(BaseModel):
     language: LanguageName = Field(
         default=Language.PYTHON,
         description="Language of the session's interpreter: python, javascript, bash or c.",
+    )
+    packages: list[PackageSpec] | None = Field(
+        default=None,
+        max_length=MAX_PACKAGES,
+        description="Packages to install when the session opens (pip for python, npm for "
+        "javascript); the network must include packages.",
+    )
+    network: Network | None = Field(
+        default=None,
+        description="The session's network (none, packages, allowlist); the executor's "
+        "setting when omitted. Its runs can only narrow it.",
     )
 
 
@@ -29,6 +42,7 @@ class SessionInfo(BaseModel):
         description="When the session closes if it stays idle (or reaches its maximum lifetime)."
     )
     runs: int = Field(default=0, description="Runs executed in this session so far.")
+    network: Network = Field(default=Network.NONE, description="What its runs may reach.")
     busy: bool = Field(default=False, description="Whether a run is in progress now.")
 
 

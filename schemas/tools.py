@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.execution import ExecuteRequest, RunFields
 from schemas.files import FileArg
 from schemas.languages import LanguageName
+from schemas.network import Network
 from schemas.outputs import Stream
+from schemas.packages import MAX_PACKAGES, PackageSpec
 from schemas.text import Text
 
 
@@ -33,6 +35,10 @@ class OpenSessionArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: LanguageName | None = None
+    packages: list[PackageSpec] | None = Field(
+        default=None, max_length=MAX_PACKAGES, description="Packages to install first."
+    )
+    network: Network | None = None
 
 
 class CloseSessionArgs(BaseModel):

@@ -31,6 +31,7 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
+from schemas.network import Network
 
 _ids = itertools.count(1)
 
@@ -85,6 +86,7 @@ class FakeSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
+        network: Network | None = None,
     ) -> RunOutcome:
         """Run code as a notebook cell; on timeout keep the state (session) or kill."""
         if not self._alive:

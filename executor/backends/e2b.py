@@ -28,6 +28,7 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
+from schemas.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class E2BSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
+        network: Network | None = None,
     ) -> RunOutcome:
         """Run code in the sandbox's context; a timeout restarts the context (state lost)."""
         sdk = self._backend.sdk
@@ -301,6 +303,13 @@ class E2BBackend:
 
     async def start(self) -> None:
         """Check the extra and the key; kill sandboxes a crashed run of ours left behind."""
+        if self.settings.network is not Network.NONE:
+            raise SandboxFailure(
+                f"CODE_EXEC_NETWORK={self.settings.network.value} is not kept by the E2B "
+                "backend: an E2B sandbox gets the whole internet or none of it, not only the "
+                "package indexes or an allowlist. Use CODE_EXEC_NETWORK=none with E2B, or the "
+                "local backend for packages and allowlists"
+            )
         self.sdk = _import_sdk()
         key = self.settings.e2b_api_key
         self._api_key = key.get_secret_value() if key else os.environ.get("E2B_API_KEY", "")
@@ -344,6 +353,7 @@ class E2BBackend:
                     api_key=self._api_key,
                     metadata=self.metadata,
                     timeout=self.settings.e2b_sandbox_timeout_s,
+                    allow_internet_access=False,  # no network: the one level E2B can keep
                 )
                 break
             except sdk.RateLimitException:
@@ -378,6 +388,7 @@ class E2BBackend:
                 "backend": self.name,
                 "live_sandboxes": len(self._live),
                 "isolation": "E2B cloud sandboxes (Firecracker microVMs)",
+                "network": "none (allow_internet_access=false)",
                 "executor_tag": f"{TAG}={self.settings.e2b_executor_name}",
                 "creates_per_s": self.settings.e2b_creates_per_s,
             }

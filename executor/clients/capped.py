@@ -14,6 +14,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -64,9 +65,16 @@ class CappedClient:
         """Uncapped: see ExecutorClient."""
         return await self.inner.download_output(execution_id, name, user)
 
-    async def open_session(self, language: Language, user: str) -> SessionInfo:
+    async def open_session(
+        self,
+        language: Language,
+        user: str,
+        *,
+        network: Network | None = None,
+        packages: list[str] | None = None,
+    ) -> SessionInfo:
         """Uncapped (sessions have their own caps in the executor)."""
-        return await self.inner.open_session(language, user)
+        return await self.inner.open_session(language, user, network=network, packages=packages)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:
         """Uncapped: see ExecutorClient."""

@@ -17,6 +17,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -50,9 +51,18 @@ class DeferredClient:
         """A file a run made."""
         return await (await self._client()).download_output(execution_id, name, user)
 
-    async def open_session(self, language: Language, user: str) -> SessionInfo:
+    async def open_session(
+        self,
+        language: Language,
+        user: str,
+        *,
+        network: Network | None = None,
+        packages: list[str] | None = None,
+    ) -> SessionInfo:
         """Open a session."""
-        return await (await self._client()).open_session(language, user)
+        return await (await self._client()).open_session(
+            language, user, network=network, packages=packages
+        )
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:
         """Describe a session."""

@@ -36,6 +36,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult, check_workspace_pat
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -144,9 +145,7 @@ class HttpClient:
         ):
             if not response.is_success:
                 content = await response.aread()
-                raise _error_of(
-                    response.status_code, content, response.headers.get("Retry-After")
-                )
+                raise _error_of(response.status_code, content, response.headers.get("Retry-After"))
             async for line in response.aiter_lines():
                 if not line:
                     continue
@@ -167,9 +166,20 @@ class HttpClient:
         path = f"/executions/{_segment(query.execution_id)}/output"
         return await self._request("GET", path, user, TypeAdapter(OutputPage), params=params)
 
-    async def open_session(self, language: Language, user: str) -> SessionInfo:
+    async def open_session(
+        self,
+        language: Language,
+        user: str,
+        *,
+        network: Network | None = None,
+        packages: list[str] | None = None,
+    ) -> SessionInfo:
         """Open a session."""
-        body = {"language": language.value}
+        body: dict[str, object] = {"language": language.value}
+        if network is not None:
+            body["network"] = network.value
+        if packages:
+            body["packages"] = packages
         return await self._request("POST", "/sessions", user, TypeAdapter(SessionInfo), json=body)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

@@ -18,6 +18,7 @@ from executor.config import ExecutorSettings
 from executor.core.admission import RunPlan, admit
 from executor.core.metrics import Metrics
 from executor.core.outputs import OutputStore
+from executor.core.packages import check_packages, install, run_network
 from executor.core.pool import WarmPool
 from executor.core.results import Shaping
 from executor.core.sessions import Session, SessionManager
@@ -28,6 +29,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
+from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -206,9 +208,25 @@ class Executor:
         shaping: Shaping,
     ) -> RunOutcome:
         session = place.session
+        network = run_network(
+            request.network, self.settings.network, session.network if session else None
+        )
+        if request.packages:
+            check_packages(request.packages, place.language, network)
         try:
             for path, content in (request.files or {}).items():
                 await place.sandbox.write_file(path, content.encode())
+            if request.packages:
+                failed = await install(
+                    place.sandbox,
+                    place.language,
+                    request.packages,
+                    timeout=plan.timeout,
+                    keep_state=session is not None,
+                    network=network,
+                )
+                if failed is not None:
+                    return failed
             return await place.sandbox.run(
                 request.code,
                 env=request.env or {},
@@ -217,6 +235,7 @@ class Executor:
                 on_output=on_output,
                 stdout=shaping.captures["stdout"],
                 stderr=shaping.captures["stderr"],
+                network=network,
             )
         except (SandboxFailure, OSError) as exc:
             if session is not None and session.ended is not None:
@@ -235,9 +254,33 @@ class Executor:
 
     # --- sessions ---
 
-    async def open_session(self, language: Language, user: str) -> SessionInfo:
-        """Open a session with a dedicated sandbox."""
-        session = await self.sessions.open(user, language)
+    async def open_session(
+        self,
+        language: Language,
+        user: str,
+        *,
+        network: Network | None = None,
+        packages: list[str] | None = None,
+    ) -> SessionInfo:
+        """Open a session with a dedicated sandbox, its network, and its packages installed."""
+        level = run_network(network, self.settings.network)
+        if packages:
+            check_packages(packages, language, level)
+        session = await self.sessions.open(user, language, level)
+        if packages:
+            async with session.lock:
+                failed = await install(
+                    session.sandbox,
+                    language,
+                    packages,
+                    timeout=self.settings.max_timeout_s,
+                    keep_state=True,
+                    network=level,
+                )
+            if failed is not None:
+                await self.sessions.close(session.session_id, user, "its packages failed")
+                assert failed.error is not None
+                raise InvalidRequest(f"the session was not opened: {failed.error.value}")
         return session.info(self.settings)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

@@ -42,6 +42,7 @@ from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError
 from schemas.files import FileInfo
 from schemas.languages import Language
+from schemas.network import Network
 
 _START_TIMEOUT_S = 30.0
 _KILLED_EXIT_CODE = 128 + signal.SIGKILL
@@ -222,6 +223,7 @@ class RunnerSandbox:
         on_output: OutputCallback | None,
         stdout: StreamCapture | None,
         stderr: StreamCapture | None,
+        network: Network | None = None,
     ) -> tuple[RunEnd, RunOutcome]:
         """One run through channel: how it ended, and what that means (a run the sandbox's
         closing cut short ends as killed)."""
@@ -230,7 +232,8 @@ class RunnerSandbox:
         stderr = stderr or StreamCapture(limits.max_output_bytes)
         egress = self._egress
         if egress is not None and limits.egress is not None:
-            egress.begin_run(limits.egress.ceiling)
+            # The request's level was checked against the ceiling by the executor.
+            egress.begin_run(limits.egress.ceiling.narrowed(network))
         try:
             end = await execute(
                 self,
@@ -468,6 +471,7 @@ class LocalSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
+        network: Network | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
         self._refuse_if_closed()
@@ -482,6 +486,7 @@ class LocalSandbox(RunnerSandbox):
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
+            network=network,
         )
         if self._closed and end.done is None:
             return outcome

@@ -86,6 +86,7 @@ from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
 from schemas.files import FileInfo
 from schemas.languages import Language
+from schemas.network import Network
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -251,9 +252,7 @@ class ZygoteProcess:
                 raise SandboxFailure(f"the zygote did not start: {await self._why(proc)}")
             await asyncio.to_thread(_write_maps, proc.pid, self._maps)
             if self._cgroup is not None:  # before its first child
-                await asyncio.to_thread(
-                    (self._cgroup / "cgroup.procs").write_text, str(proc.pid)
-                )
+                await asyncio.to_thread((self._cgroup / "cgroup.procs").write_text, str(proc.pid))
             proc.stdin.write(b"go\n")
             await proc.stdin.drain()
             line = await asyncio.wait_for(proc.stdout.readline(), _START_TIMEOUT_S)
@@ -555,6 +554,7 @@ class ZygoteSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
+        network: Network | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
 
@@ -573,6 +573,7 @@ class ZygoteSandbox(RunnerSandbox):
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
+            network=network,
         )
         if not (self._closed and end.done is None):
             outcome.state_lost = keep_state and (end.done is None or not self.alive)

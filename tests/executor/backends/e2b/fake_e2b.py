@@ -395,6 +395,7 @@ class FakeSandbox:
     """Language -> id of the context used when /execute names no context."""
     workdir: str | None = None
     set_timeout_calls: list[int] = field(default_factory=list)
+    allow_internet_access: bool = True
 
     def listed_json(self) -> Event:
         return {
@@ -648,6 +649,8 @@ class _Handler(BaseHTTPRequestHandler):
             env_vars=request.get("envVars") or {},
             envd_access_token=secrets.token_hex(16),
         )
+        # Omitted means the internet is on, as E2B has it.
+        sandbox.allow_internet_access = bool(request.get("allow_internet_access", True))
         fake.created.append(sandbox.sandbox_id)
         self._json(201, sandbox.created_json())
 

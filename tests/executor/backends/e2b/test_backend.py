@@ -183,3 +183,16 @@ async def test_live_e2b_print() -> None:
         assert result.stdout == "2\n"
     finally:
         await executor.aclose()
+
+
+async def test_sandboxes_are_made_without_internet(executor: Executor, e2b_api: FakeE2B) -> None:
+    await executor.execute(ExecuteRequest(code="1"), "u")
+    assert e2b_api.sandboxes and not any(s.allow_internet_access for s in e2b_api.sandboxes.values())
+    assert executor.backend.health().model_dump()["network"].startswith("none")
+
+
+async def test_a_network_e2b_cannot_keep_is_refused_at_start(e2b_api: FakeE2B) -> None:
+    executor = Executor(_settings(network="packages"))
+    with pytest.raises(SandboxFailure, match="not kept by the E2B backend.*CODE_EXEC_NETWORK=none"):
+        await executor.start()
+    await executor.aclose()
