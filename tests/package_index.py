@@ -82,6 +82,10 @@ class PackageIndex:
         file_name = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
         self.wheels.setdefault(name.lower(), []).append((file_name, wheel))
 
+    def add_wheel_file(self, project: str, file_name: str, data: bytes) -> None:
+        """Serve a wheel made elsewhere (one pip downloaded) as a file of project."""
+        self.wheels.setdefault(project.lower().replace("_", "-"), []).append((file_name, data))
+
     def add_npm(self, name: str, version: str, source: str) -> None:
         """Serve an npm package name@version."""
         self.npm.setdefault(name, {})[version] = build_npm_tarball(name, version, source)

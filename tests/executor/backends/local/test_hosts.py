@@ -128,6 +128,7 @@ async def test_without_root_the_groups_go_in_the_delegated_group(make_backend) -
     assert "cgroup v2" in health.process_limit and "cgroup v2" in health.memory_limit
 
 
+@pytest.mark.slow
 @needs_v2
 @pytest.mark.skipif(os.geteuid() == 0, reason="as root each sandbox gets a tmpfs of its own size")
 async def test_without_root_files_on_a_tmpfs_count_against_the_memory_limit() -> None:

@@ -29,6 +29,11 @@ def _proc(pid: int, name: str) -> bytes:
 
 
 async def _zygote_backend(make_backend: MakeBackend, **overrides: object) -> LocalBackend:
+    if os.geteuid() != 0:
+        pytest.skip(
+            "the zygote needs root (to map its user namespace and give each sandbox a uid); "
+            "without it, stateless Python runs use bubblewrap (tested as such)"
+        )
     backend = await make_backend(zygote="on", **overrides)
     assert backend.health().model_dump()["stateless_python"].startswith("zygote")
     return backend
