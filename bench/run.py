@@ -17,6 +17,7 @@ if __name__ == "__main__":
         "bench.humaneval_bench",
         "bench.load_bench",
         "bench.hostile_bench",
+        "bench.packages_bench",
     ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")

@@ -230,8 +230,9 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
 
     hints = Hints(destructive=False)
     description = (
-        "Run code in an isolated sandbox {network}: python (numpy, pandas, matplotlib; "
-        "shows the last expression's value and plots), javascript (Node.js), bash or c (gcc). "
+        "Run code in an isolated sandbox {network}: python (numpy, pandas, scipy, sklearn, "
+        "matplotlib...; shows the last expression's value and plots), javascript (Node.js), "
+        "bash or c (gcc). "
         "Runs start clean unless given a session_id from open_session. Timeout "
         "{limits.default_timeout_s:g} s (max {limits.max_timeout_s:g}), {memory} of memory. "
         "Output over {limits.default_output_tokens} tokens is cut: read_output reads the rest."

@@ -82,7 +82,8 @@ def check_packages(packages: list[str], language: Language, network: Network) ->
             f"{network.value!r}"
             + (
                 " (the executor allows no more: CODE_EXEC_NETWORK=none); the runtime has "
-                "numpy, pandas and matplotlib"
+                "numpy, pandas, scipy, scikit-learn, statsmodels, sympy, matplotlib, seaborn, "
+                "pyarrow, openpyxl, requests, beautifulsoup4 and lxml"
                 if network is Network.NONE
                 else ""
             )

@@ -1,6 +1,6 @@
-"""The sandbox's Python runtime: a venv of the host's /usr/bin/python3 with numpy, pandas and
-matplotlib, built once (by `code-exec setup`, which `make` runs) and mounted read-only into
-every sandbox.
+"""The sandbox's Python runtime: a venv of the host's /usr/bin/python3 with the packages of
+runtime-requirements.txt (numpy, pandas, matplotlib, scipy, scikit-learn, ...), built once (by
+`code-exec setup`, which `make` runs) and mounted read-only into every sandbox.
 
 It is made from the system interpreter under /usr, so that it needs nothing outside /usr and
 itself (the sandbox mounts both).
@@ -30,7 +30,9 @@ def _run(step: str, command: list[str], env: dict[str, str] | None = None) -> No
         raise RuntimeError(f"building the sandbox runtime failed while {step}:\n{tail}")
 
 
-def build_runtime(runtime_dir: Path, python: Path = SYSTEM_PYTHON) -> None:
+def build_runtime(
+    runtime_dir: Path, python: Path = SYSTEM_PYTHON, requirements: Path | None = None
+) -> None:
     """Build the runtime at runtime_dir (replacing one that is there); RuntimeError says why not.
 
     The ready mark is written last: a build that fails or is interrupted leaves a runtime that
@@ -46,10 +48,11 @@ def build_runtime(runtime_dir: Path, python: Path = SYSTEM_PYTHON) -> None:
     runtime_dir.mkdir(parents=True)
     venv = runtime_dir / "python"
     _run("making the venv", [str(python), "-m", "venv", "--clear", str(venv)])
-    requirements = files("executor.backends.local").joinpath(REQUIREMENTS)
+    if requirements is None:
+        requirements = Path(str(files("executor.backends.local").joinpath(REQUIREMENTS)))
     interpreter = str(venv / "bin" / "python")
     _run(
-        "installing numpy, pandas and matplotlib",
+        "installing the runtime's packages (runtime-requirements.txt)",
         [interpreter, "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r",
          str(requirements)],
     )
