@@ -162,6 +162,9 @@ class ExecutorSettings(SharedSettings):
     egress_run_mb: int = Field(
         default=1024, gt=0, description="Network traffic one run may move, both ways."
     )
+    egress_user_mb_per_hour: int = Field(
+        default=4096, gt=0, description="Network traffic one user's runs may move in an hour."
+    )
     package_cache_mb: int = Field(
         default=4096, gt=0, description="Disk the package mirror's file cache may hold."
     )

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import RunOutcome
+from executor.backends.base import ByteAllowance, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure
 from executor.interface import Download, OutputCallback
@@ -87,6 +87,7 @@ class FakeSandbox:
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code as a notebook cell; on timeout keep the state (session) or kill."""
         if not self._alive:

@@ -1,6 +1,7 @@
 """The backend interface: create sandboxes, run code in them, close them, report health."""
 
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,33 @@ def signal_error(exit_code: int) -> ExecutionError | None:
         return None
     description = signal.strsignal(sig) or sig.name
     return ExecutionError(name="Signal", value=f"killed by {sig.name} ({description})")
+
+
+@dataclass
+class ByteAllowance:
+    """Network bytes one user's runs may move in a window (CODE_EXEC_EGRESS_USER_MB_PER_HOUR),
+    shared by all of them; the sandbox's egress takes from it as the bytes pass."""
+
+    limit: int
+    window_s: float = 3600.0
+    used: int = 0
+    window_start: float = field(default_factory=time.monotonic)
+
+    def take(self, n: int) -> bool:
+        """Count n bytes; False once the window's limit is passed."""
+        now = time.monotonic()
+        if now - self.window_start >= self.window_s:
+            self.window_start, self.used = now, 0
+        self.used += n
+        return self.used <= self.limit
+
+    def reason(self) -> str:
+        """What a refusal tells the code."""
+        left = self.window_start + self.window_s - time.monotonic()
+        return (
+            f"this user's runs moved their {self.limit // (1024 * 1024)} MiB of network traffic "
+            f"for the hour (CODE_EXEC_EGRESS_USER_MB_PER_HOUR); more in {max(left, 0):.0f} s"
+        )
 
 
 @dataclass
@@ -70,6 +98,7 @@ class Sandbox(Protocol):
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import RunOutcome, signal_error
+from executor.backends.base import ByteAllowance, RunOutcome, signal_error
 from executor.backends.capture import StreamCapture
 from executor.config import ExecutorSettings
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure, Unavailable
@@ -134,6 +134,7 @@ class E2BSandbox:
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code in the sandbox's context; a timeout restarts the context (state lost)."""
         sdk = self._backend.sdk

@@ -9,7 +9,7 @@ pip's or npm's own reason; the code does not run.
 
 import json
 
-from executor.backends.base import RunOutcome, Sandbox
+from executor.backends.base import ByteAllowance, RunOutcome, Sandbox
 from executor.backends.capture import StreamCapture
 from executor.errors import InvalidRequest
 from schemas.execution import ExecutionError
@@ -102,6 +102,7 @@ async def install(
     timeout: float,
     keep_state: bool,
     network: Network,
+    allowance: ByteAllowance | None = None,
 ) -> RunOutcome | None:
     """Install packages in sandbox; None when they are, else the outcome that reports why not
     (the request's result: its code is not run)."""
@@ -116,6 +117,7 @@ async def install(
         stdout=stdout,
         stderr=stderr,
         network=network,
+        allowance=allowance,
     )
     if outcome.exit_code == 0 and outcome.error is None and not outcome.timed_out:
         return None

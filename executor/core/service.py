@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from executor.backends import Backend, create_backend
-from executor.backends.base import RunOutcome, Sandbox
+from executor.backends.base import ByteAllowance, RunOutcome, Sandbox
 from executor.config import ExecutorSettings
 from executor.core.admission import RunPlan, admit
 from executor.core.metrics import Metrics
@@ -69,6 +69,8 @@ class Executor:
             settings.output_store_mb * 1024 * 1024,
             settings.output_spill_mb * 1024 * 1024,
         )
+        # Each user's network bytes this hour, shared by all of the user's runs.
+        self._allowances: dict[str, ByteAllowance] = {}
         self._housekeeper: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.started_at = time.monotonic()
@@ -138,7 +140,7 @@ class Executor:
         try:
             async with self._place_for(request, user) as place:
                 began = time.perf_counter()
-                outcome = await self._run(place, request, plan, on_output, shaping)
+                outcome = await self._run(place, request, plan, on_output, shaping, user)
                 seconds = time.perf_counter() - began
         except BaseException:
             shaping.discard()
@@ -206,8 +208,10 @@ class Executor:
         plan: RunPlan,
         on_output: OutputCallback | None,
         shaping: Shaping,
+        user: str,
     ) -> RunOutcome:
         session = place.session
+        allowance = self._allowance(user)
         network = run_network(
             request.network, self.settings.network, session.network if session else None
         )
@@ -224,6 +228,7 @@ class Executor:
                     timeout=plan.timeout,
                     keep_state=session is not None,
                     network=network,
+                    allowance=allowance,
                 )
                 if failed is not None:
                     return failed
@@ -236,12 +241,26 @@ class Executor:
                 stdout=shaping.captures["stdout"],
                 stderr=shaping.captures["stderr"],
                 network=network,
+                allowance=allowance,
             )
         except (SandboxFailure, OSError) as exc:
             if session is not None and session.ended is not None:
                 # Closed (by its owner, or expired) while this run was in progress.
                 raise self.sessions.ended_error(session) from exc
             raise
+
+    def _allowance(self, user: str) -> ByteAllowance:
+        """The user's network bytes for the hour (entries of past windows are dropped)."""
+        allowance = self._allowances.get(user)
+        if allowance is None:
+            if len(self._allowances) >= 10_000:
+                now = time.monotonic()
+                for name, old in list(self._allowances.items()):
+                    if now - old.window_start >= old.window_s:
+                        del self._allowances[name]
+            allowance = ByteAllowance(self.settings.egress_user_mb_per_hour * 1024 * 1024)
+            self._allowances[user] = allowance
+        return allowance
 
     async def read_output(self, query: OutputQuery, user: str) -> OutputPage:
         """Lines of the whole output of a cut result (read off the event loop)."""
@@ -276,6 +295,7 @@ class Executor:
                     timeout=self.settings.max_timeout_s,
                     keep_state=True,
                     network=level,
+                    allowance=self._allowance(user),
                 )
             if failed is not None:
                 await self.sessions.close(session.session_id, user, "its packages failed")

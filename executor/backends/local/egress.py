@@ -24,7 +24,9 @@ import re
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from executor.backends.base import ByteAllowance
 from executor.backends.local.network import Decision, NetworkPolicy
 from executor.backends.local.policy import EGRESS_PORT
 from executor.errors import SandboxFailure
@@ -51,8 +53,18 @@ class RequestError(Exception):
         self.reason = reason
 
 
-# The package mirror's entry point: (path, response writer) -> served (False: not found).
-MirrorHandler = Callable[[str, asyncio.StreamWriter], Awaitable[None]]
+class Sink(Protocol):
+    """Where a response goes: a connection's writer, or one that meters it."""
+
+    def write(self, data: bytes) -> None:
+        """Queue data."""
+
+    async def drain(self) -> None:
+        """Wait until the queue is small enough."""
+
+
+# The package mirror's entry point: it answers the request for path on the sink.
+MirrorHandler = Callable[[str, Sink], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -66,18 +78,45 @@ class EgressConfig:
     connect_timeout_s: float = 10.0
 
 
+class _Metered:
+    """A writer whose bytes count against a run's budget; a spent budget cuts the connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter, budget: "_Budget") -> None:
+        self._writer = writer
+        self._budget = budget
+
+    def write(self, data: bytes) -> None:
+        if not self._budget.take(len(data)):
+            raise ConnectionAbortedError("the run's network budget is spent")
+        self._writer.write(data)
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+
 @dataclass
 class _Budget:
+    """A run's bytes, against its own limit and its user's allowance."""
+
     limit: int
+    allowance: ByteAllowance | None = None
     used: int = 0
     spent: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str = ""
 
     def take(self, n: int) -> bool:
         self.used += n
         if self.used > self.limit:
-            self.spent.set()
-            return False
-        return True
+            self.why = (
+                f"this run moved its {self.limit // (1024 * 1024)} MiB of network traffic "
+                "(CODE_EXEC_EGRESS_RUN_MB)"
+            )
+        elif self.allowance is not None and not self.allowance.take(n):
+            self.why = self.allowance.reason()
+        else:
+            return True
+        self.spent.set()
+        return False
 
 
 def _status_line(status: int, reason: str) -> bytes:
@@ -97,7 +136,7 @@ def _status_line(status: int, reason: str) -> bytes:
 
 
 async def respond(
-    writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str, reason: str = ""
+    writer: Sink, status: int, body: bytes, content_type: str, reason: str = ""
 ) -> None:
     """A whole response, the connection closed after it."""
     writer.write(
@@ -167,10 +206,14 @@ class SandboxEgress:
             self._accepted, sock=self._listener, limit=_MAX_HEAD
         )
 
-    def begin_run(self, policy: NetworkPolicy) -> None:
-        """The policy of the run that starts now, with a fresh byte budget."""
+    def begin_run(self, policy: NetworkPolicy, allowance: ByteAllowance | None = None) -> None:
+        """The policy of the run that starts now, with a fresh byte budget (and its user's
+        allowance, which its bytes count against too)."""
         self._policy = policy
-        self._budget = _Budget(self._config.run_bytes)
+        self._budget = _Budget(self._config.run_bytes, allowance)
+        if allowance is not None and not allowance.take(0):
+            self._budget.why = allowance.reason()
+            self._budget.spent.set()
 
     def end_run(self) -> int:
         """No network until the next run; the bytes this one moved."""
@@ -268,8 +311,10 @@ class SandboxEgress:
                 f"'{self._policy.level.value}'"
                 + ("" if self._config.ceiling.packages else " and the executor allows no more"),
             )
+        if self._budget.spent.is_set():
+            raise RequestError(403, self._spent_reason())
         self._log(f"package mirror {path[:200]}", refused=False)
-        await mirror(path, writer)
+        await mirror(path, _Metered(writer, self._budget))
 
     async def _dial(
         self, host: str, port: int, what: str
@@ -308,10 +353,7 @@ class SandboxEgress:
         raise RequestError(502, f"{host}:{port} did not accept a connection")
 
     def _spent_reason(self) -> str:
-        return (
-            f"this run moved its {self._budget.limit // (1024 * 1024)} MiB of network traffic "
-            "(CODE_EXEC_EGRESS_RUN_MB)"
-        )
+        return self._budget.why
 
     async def _relay(
         self,

@@ -36,13 +36,16 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 
-from executor.backends.local.egress import PROXY_URL, RequestError, respond
+from executor.backends.local.egress import PROXY_URL, RequestError, Sink, respond
 
 log = logging.getLogger(__name__)
 
 _MAX_PAGE_BYTES = 32 * 1024 * 1024  # the largest PyPI pages and npm documents are a few MiB
-_PAGES_KEPT = 512
-_URLS_KEPT = 200_000
+# Memory the mirror may hold: pages kept (their bytes in all), pages being fetched at once
+# (each up to _MAX_PAGE_BYTES), and the file URLs the pages named.
+_PAGE_BYTES_KEPT = 64 * 1024 * 1024
+_PAGE_FETCHES = 4
+_URLS_KEPT = 100_000
 _PROJECT = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 _NPM_NAME = re.compile(r"^(@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9._~-][a-z0-9._~-]*$", re.IGNORECASE)
 _DIGEST = {"sha256": re.compile(r"^[0-9a-f]{64}$"), "sha512": re.compile(r"^[0-9a-f]{128}$")}
@@ -97,6 +100,8 @@ class PackageMirror:
         self._urls: OrderedDict[tuple[str, str], str] = OrderedDict()  # (algorithm, digest)
         self._fetching: dict[tuple[str, str], asyncio.Future[Path]] = {}
         self._page_locks: dict[str, asyncio.Lock] = {}
+        self._page_bytes = 0
+        self._fetches = asyncio.Semaphore(_PAGE_FETCHES)
         for algorithm in _DIGEST:
             (config.cache_dir / algorithm).mkdir(parents=True, exist_ok=True)
         self.upstream_requests = 0  # what reached an index, for /health and the benchmarks
@@ -105,7 +110,7 @@ class PackageMirror:
         """Close the upstream connections."""
         await self._client.aclose()
 
-    async def serve(self, path: str, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, path: str, writer: Sink) -> None:
         """Answer a sandbox's request for path (the proxy's MirrorHandler)."""
         path = urlsplit(path).path
         parts = [unquote(part) for part in path.split("/")[1:]]
@@ -126,7 +131,7 @@ class PackageMirror:
             case _:
                 raise RequestError(404, f"the package mirror has nothing at {path[:200]}")
 
-    async def _npm(self, name: str, writer: asyncio.StreamWriter) -> None:
+    async def _npm(self, name: str, writer: Sink) -> None:
         if not _NPM_NAME.match(name):
             raise RequestError(400, "not an npm package name")
         body = await self._page(f"npm:{name.lower()}", self._npm_document)
@@ -142,11 +147,16 @@ class PackageMirror:
             if kept is not None and kept[0] > time.monotonic():
                 self._pages.move_to_end(key)
                 return kept[1]
-            body = await fetch(key.split(":", 1)[1])
+            async with self._fetches:
+                body = await fetch(key.split(":", 1)[1])
+            stale = self._pages.pop(key, None)  # (eviction may have taken it meanwhile)
+            if stale is not None:
+                self._page_bytes -= len(stale[1])
             self._pages[key] = (time.monotonic() + self._config.page_ttl_s, body)
             self._pages.move_to_end(key)
-            while len(self._pages) > _PAGES_KEPT:
-                self._pages.popitem(last=False)
+            self._page_bytes += len(body)
+            while self._page_bytes > _PAGE_BYTES_KEPT and self._pages:
+                self._page_bytes -= len(self._pages.popitem(last=False)[1][1])
         self._page_locks.pop(key, None)
         return body
 
@@ -251,7 +261,7 @@ class PackageMirror:
     # --- files ---
 
     async def _send_file(
-        self, algorithm: str, digest: str, name: str, writer: asyncio.StreamWriter
+        self, algorithm: str, digest: str, name: str, writer: Sink
     ) -> None:
         if algorithm not in _DIGEST or not _DIGEST[algorithm].match(digest):
             raise RequestError(400, "not a digest the mirror keeps files by")

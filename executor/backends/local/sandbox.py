@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor.backends.base import RunOutcome
+from executor.backends.base import ByteAllowance, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local import procfs
 from executor.backends.local.bwrap import DataFds, bwrap_command, with_args_fd
@@ -224,6 +224,7 @@ class RunnerSandbox:
         stdout: StreamCapture | None,
         stderr: StreamCapture | None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> tuple[RunEnd, RunOutcome]:
         """One run through channel: how it ended, and what that means (a run the sandbox's
         closing cut short ends as killed)."""
@@ -233,7 +234,7 @@ class RunnerSandbox:
         egress = self._egress
         if egress is not None and limits.egress is not None:
             # The request's level was checked against the ceiling by the executor.
-            egress.begin_run(limits.egress.ceiling.narrowed(network))
+            egress.begin_run(limits.egress.ceiling.narrowed(network), allowance)
         try:
             end = await execute(
                 self,
@@ -472,6 +473,7 @@ class LocalSandbox(RunnerSandbox):
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
         self._refuse_if_closed()
@@ -487,6 +489,7 @@ class LocalSandbox(RunnerSandbox):
             stdout=stdout,
             stderr=stderr,
             network=network,
+            allowance=allowance,
         )
         if self._closed and end.done is None:
             return outcome

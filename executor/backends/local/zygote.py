@@ -66,7 +66,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from executor.backends.base import RunOutcome
+from executor.backends.base import ByteAllowance, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local.limits import SpareCgroups
 from executor.backends.local.policy import (
@@ -555,6 +555,7 @@ class ZygoteSandbox(RunnerSandbox):
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
         network: Network | None = None,
+        allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
 
@@ -574,6 +575,7 @@ class ZygoteSandbox(RunnerSandbox):
             stdout=stdout,
             stderr=stderr,
             network=network,
+            allowance=allowance,
         )
         if not (self._closed and end.done is None):
             outcome.state_lost = keep_state and (end.done is None or not self.alive)

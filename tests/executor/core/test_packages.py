@@ -7,10 +7,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from executor.backends.base import ByteAllowance
 from executor.errors import InvalidRequest
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from schemas.network import Network
+from tests.executor.backends.local.test_egress import TEST_HTTP
+from tests.netns import netns_available, netns_host
 from tests.package_index import PackageIndex, serve_index
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +174,44 @@ async def test_a_session_opens_with_its_packages_and_its_runs_may_narrow(
     with pytest.raises(InvalidRequest, match="the session was not opened: pip could not install"):
         await packages_executor.open_session(Language.PYTHON, "u", packages=["no-such-package"])
     assert len(packages_executor.sessions) == 1
+
+
+def test_a_users_allowance_holds_for_its_window_then_renews() -> None:
+    allowance = ByteAllowance(limit=100, window_s=3600)
+    assert allowance.take(60) and allowance.take(40)
+    assert not allowance.take(1)
+    assert "for the hour (CODE_EXEC_EGRESS_USER_MB_PER_HOUR)" in allowance.reason()
+    allowance.window_start -= 3600  # the hour is over
+    assert allowance.take(100)
+
+
+@pytest.fixture
+def test_http_host() -> Iterator[str]:
+    if not netns_available():
+        pytest.skip("a test host needs root and iproute2 (ip netns, veth)")
+    with netns_host(TEST_HTTP, 8080, tag="pu") as address:
+        yield address
+
+
+@pytest.mark.slow
+async def test_a_users_runs_share_one_network_allowance(
+    make_executor: Any, test_http_host: str
+) -> None:
+    executor = await make_executor(
+        network="allowlist",
+        network_allowlist=[f"{test_http_host}:8080"],
+        egress_user_mb_per_hour=1,
+    )
+    fetch = (
+        "import urllib.request\n"
+        "try:\n"
+        f"    print(len(urllib.request.urlopen('http://{test_http_host}:8080/{{path}}').read()))\n"
+        "except Exception as exc:\n"
+        "    print('refused', exc)\n"
+    )
+    first = await executor.execute(ExecuteRequest(code=fetch.replace("{path}", "big")), "alice")
+    assert "refused" in first.stdout or int(first.stdout) < 2 << 20, first
+    second = await executor.execute(ExecuteRequest(code=fetch.replace("{path}", "hello")), "alice")
+    assert "refused" in second.stdout and "this user's runs moved their 1 MiB" in second.stdout
+    other = await executor.execute(ExecuteRequest(code=fetch.replace("{path}", "hello")), "bob")
+    assert other.stdout.strip() == str(len(b"hello from the test host\n")), other
