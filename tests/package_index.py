@@ -73,6 +73,7 @@ class PackageIndex:
     requests: list[str] = field(default_factory=list)
     url: str = ""
     tamper: set[str] = field(default_factory=set)  # file names served with other bytes
+    huge_pages: set[str] = field(default_factory=set)  # projects whose page is 40 MiB
 
     def add_wheel(
         self, name: str, version: str, source: str, requires: tuple[str, ...] = ()
@@ -105,6 +106,8 @@ class PackageIndex:
     def _response(self, path: str) -> tuple[int, str, bytes]:
         parts = [part for part in path.split("/") if part]
         match parts:
+            case ["simple", project] if project in self.huge_pages:
+                return 200, "text/html", b"<html>" + b"<!-- padding -->" * (40 << 16)
             case ["simple", project]:
                 files = self.wheels.get(project.lower())
                 if files is None:
