@@ -11,6 +11,7 @@ import io
 import json
 import tarfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,7 @@ class PackageIndex:
     url: str = ""
     tamper: set[str] = field(default_factory=set)  # file names served with other bytes
     huge_pages: set[str] = field(default_factory=set)  # projects whose page is 40 MiB
+    stalled: set[str] = field(default_factory=set)  # file names answered only after 30 s
 
     def add_wheel(
         self, name: str, version: str, source: str, requires: tuple[str, ...] = ()
@@ -160,6 +162,8 @@ def serve_index(index: PackageIndex) -> Iterator[PackageIndex]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the http.server name
             index.requests.append(self.path)
+            if self.path.rsplit("/", 1)[-1] in index.stalled:
+                time.sleep(30)
             status, content_type, body = index._response(self.path.split("?")[0])
             self.send_response(status)
             self.send_header("Content-Type", content_type)

@@ -107,6 +107,8 @@ def index() -> Iterator[PackageIndex]:
     packages.add_wheel("tinypkg", "1.1", "VALUE = 42\n")
     packages.add_wheel("tinyapp", "2.0", "import tinypkg\nANSWER = tinypkg.VALUE\n", ("tinypkg",))
     packages.add_npm("tiny-npm", "1.0.0", "module.exports = { seven: 7 };\n")
+    packages.add_wheel("slowpkg", "1.0", "X = 1\n")
+    packages.stalled.add("slowpkg-1.0-py3-none-any.whl")
     with serve_index(packages) as served:
         yield served
 
@@ -147,6 +149,20 @@ async def test_a_failed_install_says_which_package_and_why_and_runs_nothing(
     assert result.error.value.startswith("pip could not install tinypkg, no-such-package==1.0: ")
     assert "no-such-package" in result.error.value and "ran" not in result.stdout
     assert result.exit_code != 0
+
+
+@pytest.mark.slow
+async def test_an_install_that_does_not_finish_in_the_runs_time_says_so(
+    packages_executor: Any,
+) -> None:
+    result = await packages_executor.execute(
+        ExecuteRequest(code="print('ran')", packages=["slowpkg"], timeout=3), "u"
+    )
+    assert result.error is not None and result.error.name == "PackageInstallError"
+    assert result.error.value == (
+        "installing slowpkg did not finish within 3 s; pass a longer timeout, or fewer packages"
+    )
+    assert "ran" not in result.stdout and result.timed_out
 
 
 @pytest.mark.slow
