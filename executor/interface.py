@@ -106,6 +106,7 @@ class ExecutorClient(Protocol):
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """Open a session."""
         ...

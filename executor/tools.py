@@ -104,7 +104,8 @@ def _network_fields(limits: Limits) -> dict[str, str]:
 def _no_network_fields(limits: Limits) -> set[str]:
     # network (narrowing what a run reaches) is for programs, through the REST API: every
     # request that lists the tools would pay for it, and a model has little use for it.
-    return {"packages", "network"} if limits.network is Network.NONE else {"network"}
+    hidden = {"network", "allow_hosts"}
+    return hidden | {"packages"} if limits.network is Network.NONE else hidden
 
 
 class Tool(ABC, Generic[A, R]):

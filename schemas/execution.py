@@ -96,6 +96,13 @@ class RunFields(BaseModel):
             "it (and a session's)."
         ),
     )
+    allow_hosts: list[Text] | None = Field(
+        default=None,
+        max_length=64,
+        description=(
+            "With network allowlist: only these of the executor's (or the session's) hosts."
+        ),
+    )
 
 
 class ExecuteRequest(RunFields):

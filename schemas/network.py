@@ -3,6 +3,7 @@ may narrow to."""
 
 import ipaddress
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -61,3 +62,45 @@ def check_allowlist(entries: Iterable[str]) -> tuple[str, ...]:
             )
         checked.append(f"{host}:{port}" if port is not None else host)
     return tuple(checked)
+
+
+# Ports a listed name may be reached on when its entry names none.
+DEFAULT_PORTS = frozenset({80, 443})
+
+
+def entry_covers(entry: str, target: str) -> bool:
+    """Whether an allowlist entry covers target ('host' or 'host:port'; a port-less target
+    stands for any port the entry allows)."""
+    host, port = split_entry(entry)
+    target_host, target_port = split_entry(target)
+    if host.startswith("*."):
+        name_ok = target_host.endswith(host[1:])
+    else:
+        name_ok = target_host == host
+    if not name_ok:
+        return False
+    if target_port is None:
+        return True
+    return target_port == port if port is not None else target_port in DEFAULT_PORTS
+
+
+def narrow_hosts(bound: Iterable[str], asked: Iterable[str]) -> tuple[str, ...]:
+    """asked (checked), if every entry of it is within bound; ValueError says which is not."""
+    bound = tuple(bound)
+    checked = check_allowlist(asked)
+    outside = [host for host in checked if not any(entry_covers(own, host) for own in bound)]
+    if outside:
+        raise ValueError(
+            f"hosts {', '.join(outside)} are outside the allowlist in force "
+            f"({', '.join(bound) or 'empty'}); a request can only narrow it"
+        )
+    return checked
+
+
+@dataclass(frozen=True)
+class NetworkGrant:
+    """The network one run gets: a level and, for ALLOWLIST, the hosts (None: the operator's
+    whole allowlist)."""
+
+    level: Network
+    hosts: tuple[str, ...] | None = None

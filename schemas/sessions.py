@@ -29,6 +29,11 @@ class OpenSessionRequest(BaseModel):
         description="The session's network (none, packages, allowlist); the executor's "
         "setting when omitted. Its runs can only narrow it.",
     )
+    allow_hosts: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="With network allowlist: only these of the executor's hosts.",
+    )
 
 
 class SessionInfo(BaseModel):
@@ -43,6 +48,9 @@ class SessionInfo(BaseModel):
     )
     runs: int = Field(default=0, description="Runs executed in this session so far.")
     network: Network = Field(default=Network.NONE, description="What its runs may reach.")
+    allow_hosts: list[str] | None = Field(
+        default=None, description="The hosts of its allowlist, when it narrows the executor's."
+    )
     busy: bool = Field(default=False, description="Whether a run is in progress now.")
 
 

@@ -31,7 +31,7 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import NetworkGrant
 
 _ids = itertools.count(1)
 
@@ -86,7 +86,7 @@ class FakeSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code as a notebook cell; on timeout keep the state (session) or kill."""

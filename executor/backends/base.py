@@ -13,7 +13,7 @@ from schemas.execution import ExecutionError, Image
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import NetworkGrant
 
 
 def signal_error(exit_code: int) -> ExecutionError | None:
@@ -97,7 +97,7 @@ class Sandbox(Protocol):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.

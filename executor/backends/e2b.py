@@ -28,7 +28,7 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import Network, NetworkGrant
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class E2BSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code in the sandbox's context; a timeout restarts the context (state lost)."""

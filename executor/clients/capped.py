@@ -72,9 +72,12 @@ class CappedClient:
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """Uncapped (sessions have their own caps in the executor)."""
-        return await self.inner.open_session(language, user, network=network, packages=packages)
+        return await self.inner.open_session(
+            language, user, network=network, packages=packages, allow_hosts=allow_hosts
+        )
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:
         """Uncapped: see ExecutorClient."""

@@ -58,10 +58,11 @@ class DeferredClient:
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """Open a session."""
         return await (await self._client()).open_session(
-            language, user, network=network, packages=packages
+            language, user, network=network, packages=packages, allow_hosts=allow_hosts
         )
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

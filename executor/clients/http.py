@@ -173,6 +173,7 @@ class HttpClient:
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """Open a session."""
         body: dict[str, object] = {"language": language.value}
@@ -180,6 +181,8 @@ class HttpClient:
             body["network"] = network.value
         if packages:
             body["packages"] = packages
+        if allow_hosts is not None:
+            body["allow_hosts"] = allow_hosts
         return await self._request("POST", "/sessions", user, TypeAdapter(SessionInfo), json=body)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

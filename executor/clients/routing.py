@@ -211,13 +211,16 @@ class RoutingClient:
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """A session on the least-loaded executor."""
 
         async def open_on(route: Route) -> SessionInfo:
             return self._outer(
                 route,
-                await route.client.open_session(language, user, network=network, packages=packages),
+                await route.client.open_session(
+                    language, user, network=network, packages=packages, allow_hosts=allow_hosts
+                ),
             )
 
         return await self._on_least_loaded(language, open_on, "could open a session")

@@ -14,7 +14,7 @@ from executor.backends.capture import StreamCapture
 from executor.errors import InvalidRequest
 from schemas.execution import ExecutionError
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import Network, NetworkGrant, narrow_hosts
 from schemas.packages import is_npm_spec, is_pip_spec
 
 # What the install prints is kept for its error message only.
@@ -53,19 +53,29 @@ _TOOLS = {Language.PYTHON: "pip", Language.JAVASCRIPT: "npm"}
 
 
 def run_network(
-    requested: Network | None, ceiling: Network, session: Network | None = None
-) -> Network:
-    """The level a run gets: what it asks for, within the session's and the executor's."""
+    requested: Network | None,
+    requested_hosts: list[str] | None,
+    ceiling: NetworkGrant,
+    session: NetworkGrant | None = None,
+) -> NetworkGrant:
+    """The network a run (or a session) gets: what it asks for, within the session's and the
+    executor's (ceiling: the operator's level and whole allowlist)."""
     bound = session if session is not None else ceiling
-    level = bound if requested is None else requested
-    if not bound.covers(level):
-        where = "this session" if session is not None else "this executor"
-        allowed = " or ".join(repr(each.value) for each in Network if bound.covers(each))
+    level = bound.level if requested is None else requested
+    where = "this session" if session is not None else "this executor"
+    if not bound.level.covers(level):
+        allowed = " or ".join(repr(each.value) for each in Network if bound.level.covers(each))
         raise InvalidRequest(
-            f"network {level.value!r} is above what {where} allows ({bound.value!r}); ask for "
-            f"{allowed}, or omit network"
+            f"network {level.value!r} is above what {where} allows ({bound.level.value!r}); "
+            f"ask for {allowed}, or omit network"
         )
-    return level
+    if requested_hosts is None or level is not Network.ALLOWLIST:
+        return NetworkGrant(level, bound.hosts if level is Network.ALLOWLIST else None)
+    in_force = bound.hosts if bound.hosts is not None else ceiling.hosts or ()
+    try:
+        return NetworkGrant(level, narrow_hosts(in_force, requested_hosts))
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc} ({where})") from None
 
 
 def check_packages(packages: list[str], language: Language, network: Network) -> None:
@@ -101,7 +111,7 @@ async def install(
     *,
     timeout: float,
     keep_state: bool,
-    network: Network,
+    network: NetworkGrant,
     allowance: ByteAllowance | None = None,
 ) -> RunOutcome | None:
     """Install packages in sandbox; None when they are, else the outcome that reports why not

@@ -29,7 +29,7 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import Network, NetworkGrant
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo
 
@@ -213,10 +213,13 @@ class Executor:
         session = place.session
         allowance = self._allowance(user)
         network = run_network(
-            request.network, self.settings.network, session.network if session else None
+            request.network,
+            request.allow_hosts,
+            self._network_ceiling(),
+            session.network if session else None,
         )
         if request.packages:
-            check_packages(request.packages, place.language, network)
+            check_packages(request.packages, place.language, network.level)
         try:
             for path, content in (request.files or {}).items():
                 await place.sandbox.write_file(path, content.encode())
@@ -249,6 +252,9 @@ class Executor:
                 raise self.sessions.ended_error(session) from exc
             raise
 
+    def _network_ceiling(self) -> NetworkGrant:
+        return NetworkGrant(self.settings.network, tuple(self.settings.network_allowlist))
+
     def _allowance(self, user: str) -> ByteAllowance:
         """The user's network bytes for the hour (entries of past windows are dropped)."""
         allowance = self._allowances.get(user)
@@ -280,11 +286,12 @@ class Executor:
         *,
         network: Network | None = None,
         packages: list[str] | None = None,
+        allow_hosts: list[str] | None = None,
     ) -> SessionInfo:
         """Open a session with a dedicated sandbox, its network, and its packages installed."""
-        level = run_network(network, self.settings.network)
+        level = run_network(network, allow_hosts, self._network_ceiling())
         if packages:
-            check_packages(packages, language, level)
+            check_packages(packages, language, level.level)
         session = await self.sessions.open(user, language, level)
         if packages:
             async with session.lock:

@@ -18,7 +18,7 @@ from executor.backends.base import Sandbox
 from executor.config import ExecutorSettings
 from executor.errors import LimitExceeded, SessionNotFound
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import Network, NetworkGrant
 from schemas.sessions import SessionInfo
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ended: str | None = None
     """Why the session ended (closed, expired, ...), once it has."""
-    network: Network = Network.NONE
+    network: NetworkGrant = NetworkGrant(Network.NONE)
     """What its runs may reach at most."""
 
     def touch(self) -> None:
@@ -68,7 +68,8 @@ class Session:
             expires_at=_wall(self.expires(settings)),
             runs=self.runs,
             busy=self.lock.locked(),
-            network=self.network,
+            network=self.network.level,
+            allow_hosts=list(self.network.hosts) if self.network.hosts is not None else None,
         )
 
 
@@ -97,7 +98,9 @@ class SessionManager:
         open_ = sum(1 for s in self._sessions.values() if s.user == user)
         return open_ + self._opening.get(user, 0)
 
-    async def open(self, user: str, language: Language, network: Network = Network.NONE) -> Session:
+    async def open(
+        self, user: str, language: Language, network: NetworkGrant | None = None
+    ) -> Session:
         """A new session for user; LimitExceeded when a cap is reached."""
         settings = self._settings
         if self.count_for(user) >= settings.max_sessions_per_user:
@@ -124,7 +127,7 @@ class SessionManager:
             user=user,
             language=language,
             sandbox=sandbox,
-            network=network,
+            network=network or NetworkGrant(Network.NONE),
         )
         self._sessions[session.session_id] = session
         log.info("session %s opened (%s, user %s)", session.session_id[:12], language, user)

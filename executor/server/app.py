@@ -146,7 +146,11 @@ def create_app(
     ) -> SessionInfo:
         """Open a session: a dedicated sandbox whose state persists across runs."""
         return await executor.open_session(
-            body.language, user, network=body.network, packages=body.packages
+            body.language,
+            user,
+            network=body.network,
+            packages=body.packages,
+            allow_hosts=body.allow_hosts,
         )
 
     @app.get("/sessions", dependencies=guarded, response_model=list[SessionInfo])

@@ -13,10 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from schemas.network import Network, check_allowlist, split_entry
-
-# Ports an allowlisted name may be reached on when its entry names none.
-DEFAULT_PORTS = frozenset({80, 443})
+from schemas.network import Network, entry_covers, narrow_hosts, split_entry
 
 
 @dataclass(frozen=True)
@@ -54,13 +51,7 @@ class NetworkPolicy:
             return NetworkPolicy(level)
         if hosts is None:
             return NetworkPolicy(level, self.hosts)
-        asked = check_allowlist(hosts)
-        outside = [host for host in asked if not any(_covers(own, host) for own in self.hosts)]
-        if outside:
-            raise ValueError(
-                f"hosts {', '.join(outside)} are outside this executor's allowlist "
-                f"({', '.join(self.hosts) or 'empty'}); a request can only narrow it"
-            )
+        asked = narrow_hosts(self.hosts, hosts)
         return NetworkPolicy(level, asked)
 
     def _levels_text(self) -> str:
@@ -77,7 +68,7 @@ class NetworkPolicy:
                 f"{host} is not reachable: this run's network is 'packages', which reaches the "
                 "package indexes only, through pip and npm as they are set up in the sandbox",
             )
-        if any(_covers(entry, f"{host}:{port}") for entry in self.hosts):
+        if any(entry_covers(entry, f"{host}:{port}") for entry in self.hosts):
             return Decision(True, "in the allowlist")
         return Decision(
             False,
@@ -102,19 +93,3 @@ class NetworkPolicy:
     def report(self) -> dict[str, object]:
         """As /health shows it."""
         return {"level": self.level.value, "allowlist": list(self.hosts)}
-
-
-def _covers(entry: str, target: str) -> bool:
-    """Whether an allowlist entry covers target ('host' or 'host:port'; a port-less target
-    stands for any port the entry allows)."""
-    host, port = split_entry(entry)
-    target_host, target_port = split_entry(target)
-    if host.startswith("*."):
-        name_ok = target_host.endswith(host[1:])
-    else:
-        name_ok = target_host == host
-    if not name_ok:
-        return False
-    if target_port is None:
-        return True
-    return target_port == port if port is not None else target_port in DEFAULT_PORTS

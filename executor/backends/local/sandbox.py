@@ -42,7 +42,7 @@ from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError
 from schemas.files import FileInfo
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import NetworkGrant
 
 _START_TIMEOUT_S = 30.0
 _KILLED_EXIT_CODE = 128 + signal.SIGKILL
@@ -223,7 +223,7 @@ class RunnerSandbox:
         on_output: OutputCallback | None,
         stdout: StreamCapture | None,
         stderr: StreamCapture | None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> tuple[RunEnd, RunOutcome]:
         """One run through channel: how it ended, and what that means (a run the sandbox's
@@ -234,7 +234,10 @@ class RunnerSandbox:
         egress = self._egress
         if egress is not None and limits.egress is not None:
             # The request's level was checked against the ceiling by the executor.
-            egress.begin_run(limits.egress.ceiling.narrowed(network), allowance)
+            policy = limits.egress.ceiling
+            if network is not None:
+                policy = policy.narrowed(network.level, network.hosts)
+            egress.begin_run(policy, allowance)
         try:
             end = await execute(
                 self,
@@ -472,7 +475,7 @@ class LocalSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""

@@ -86,7 +86,7 @@ from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
 from schemas.files import FileInfo
 from schemas.languages import Language
-from schemas.network import Network
+from schemas.network import NetworkGrant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -554,7 +554,7 @@ class ZygoteSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: Network | None = None,
+        network: NetworkGrant | None = None,
         allowance: ByteAllowance | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.

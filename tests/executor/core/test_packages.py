@@ -231,3 +231,37 @@ async def test_a_users_runs_share_one_network_allowance(
     assert "refused" in second.stdout and "this user's runs moved their 1 MiB" in second.stdout
     other = await executor.execute(ExecuteRequest(code=fetch.replace("{path}", "hello")), "bob")
     assert other.stdout.strip() == str(len(b"hello from the test host\n")), other
+
+
+@pytest.mark.slow
+async def test_a_request_or_a_session_narrows_the_allowlist(
+    make_executor: Any, test_http_host: str
+) -> None:
+    host = f"{test_http_host}:8080"
+    executor = await make_executor(network="allowlist", network_allowlist=[host, "example.com"])
+    fetch = (
+        "import urllib.request\n"
+        "try:\n"
+        f"    print(urllib.request.urlopen('http://{host}/hello').read().decode().strip())\n"
+        "except Exception as exc:\n"
+        "    print('refused', exc)\n"
+    )
+    reached = await executor.execute(ExecuteRequest(code=fetch), "u")
+    assert reached.stdout.strip() == "hello from the test host"
+    narrowed = await executor.execute(ExecuteRequest(code=fetch, allow_hosts=["example.com"]), "u")
+    assert "refused" in narrowed.stdout and "not in this run's network allowlist (example.com)" in (
+        narrowed.stdout
+    )
+    with pytest.raises(InvalidRequest, match=r"evil.org are outside the allowlist in force"):
+        await executor.execute(ExecuteRequest(code=fetch, allow_hosts=["evil.org"]), "u")
+    info = await executor.open_session(
+        Language.PYTHON, "u", network=Network.ALLOWLIST, allow_hosts=[host]
+    )
+    assert info.allow_hosts == [host]
+    in_session = await executor.execute(ExecuteRequest(code=fetch, session_id=info.session_id), "u")
+    assert in_session.stdout.strip() == "hello from the test host"
+    with pytest.raises(InvalidRequest, match=r"outside the allowlist in force .*this session"):
+        await executor.execute(
+            ExecuteRequest(code=fetch, session_id=info.session_id, allow_hosts=["example.com"]),
+            "u",
+        )

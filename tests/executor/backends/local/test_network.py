@@ -82,7 +82,7 @@ def test_a_request_narrows_and_never_widens() -> None:
     assert ceiling.narrowed(None) == ceiling
     narrowed = ceiling.narrowed(Network.ALLOWLIST, ["api.example.com"])
     assert narrowed.hosts == ("api.example.com",)
-    with pytest.raises(ValueError, match=r"outside this executor's allowlist"):
+    with pytest.raises(ValueError, match=r"outside the allowlist in force"):
         ceiling.narrowed(Network.ALLOWLIST, ["evil.com"])
     with pytest.raises(ValueError, match=r"outside"):
         ceiling.narrowed(Network.ALLOWLIST, ["api.example.com:8443"])
