@@ -43,6 +43,8 @@ _JAVASCRIPT = """
   const done = require('child_process').spawnSync(
     'npm', ['install', '--no-audit', '--no-fund', '--no-progress', ...{packages}],
     {{ cwd: require('os').homedir(), encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }});
+  if (done.error) throw new Error(done.error.code === 'ENOENT'
+    ? "npm is not installed on the executor's host (apt-get install npm)" : String(done.error));
   const out = String(done.stdout || '') + String(done.stderr || '');
   process.stderr.write(out.slice(-16000));
   if (done.status !== 0) throw new Error('npm exited with ' + (done.status ?? done.signal));
@@ -140,14 +142,13 @@ async def install(
         )
     else:
         lines = [line for line in stderr.text().splitlines() if line.strip()]
-        reason = next(
-            (
-                line
-                for line in reversed(lines)
-                if line.startswith(("ERROR:", "npm error", "npm ERR!"))
-            ),
-            lines[-1] if lines else "no output",
-        )
+        marked = [line for line in lines if line.startswith(("ERROR:", "npm error", "npm ERR!"))]
+        if marked or lines:
+            reason = (marked or lines)[-1]
+        elif outcome.error is not None and outcome.error.value:
+            reason = outcome.error.value.splitlines()[0]
+        else:
+            reason = "no output"
         value = f"{tool} could not install {names}: {reason.strip()[:500]}"
     failed = RunOutcome(
         stdout=StreamCapture(_INSTALL_OUTPUT_BYTES),

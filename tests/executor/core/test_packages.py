@@ -2,6 +2,7 @@
 (fast, over the fake backend), and installs in real sandboxes from the tests' own index."""
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,6 +127,14 @@ async def test_a_run_installs_its_packages_before_its_code(packages_executor: An
         ExecuteRequest(code="import tinyapp\ntinyapp.ANSWER", packages=["tinyapp"]), "u"
     )
     assert (result.value, result.error, result.exit_code) == ("42", None, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/bin/npm").exists(),
+    reason="npm is not installed on this host (apt-get install npm)",
+)
+async def test_a_javascript_run_installs_its_npm_packages(packages_executor: Any) -> None:
     js = await packages_executor.execute(
         ExecuteRequest(
             code="console.log(require('tiny-npm').seven)",
