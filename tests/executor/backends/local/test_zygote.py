@@ -28,12 +28,16 @@ def _proc(pid: int, name: str) -> bytes:
     return Path(f"/proc/{pid}/{name}").read_bytes()
 
 
-async def _zygote_backend(make_backend: MakeBackend, **overrides: object) -> LocalBackend:
+def _needs_root() -> None:
     if os.geteuid() != 0:
         pytest.skip(
             "the zygote needs root (to map its user namespace and give each sandbox a uid); "
             "without it, stateless Python runs use bubblewrap (tested as such)"
         )
+
+
+async def _zygote_backend(make_backend: MakeBackend, **overrides: object) -> LocalBackend:
+    _needs_root()
     backend = await make_backend(zygote="on", **overrides)
     assert backend.health().model_dump()["stateless_python"].startswith("zygote")
     return backend
@@ -226,6 +230,7 @@ async def test_when_the_zygote_dies_runs_are_answered_and_it_comes_back(
 async def test_stateless_runs_use_the_zygote_and_sessions_bubblewrap(
     executor_state_dir: Path,
 ) -> None:
+    _needs_root()
     settings = ExecutorSettings(
         state_dir=executor_state_dir,
         pool_sizes={"python": 1, "javascript": 0, "bash": 0, "c": 0},
