@@ -74,6 +74,17 @@ def _image(vm_dir: Path, wheels: Path, rebuild: bool) -> Path:
     return image
 
 
+def _debian_python() -> Path:
+    """A Python of this host's /usr/bin/python3 with pip: the sandbox runtime's (make setup)."""
+    runtime = Path(
+        os.environ.get("CODE_EXEC_RUNTIME_DIR", PROJECT / ".venv/share/code-exec/runtime")
+    )
+    python = runtime / "python" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"test-vm: no sandbox runtime at {runtime}: run `make setup` first")
+    return python
+
+
 def _wheels(vm_dir: Path) -> Path:
     """Every wheel the guest installs, downloaded once per set of requirements."""
     requirements = PROJECT / "executor/backends/local/runtime-requirements.txt"
@@ -84,7 +95,9 @@ def _wheels(vm_dir: Path) -> Path:
         wheels.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             [
-                sys.executable,
+                # Debian 12's Python, as the guest has it (3.11.2: some packages' newest
+                # versions want a later 3.11), through the sandbox runtime made from it.
+                str(_debian_python()),
                 "-m",
                 "pip",
                 "download",
