@@ -6,6 +6,7 @@ stored outputs are served by (the same on both servers, over any ExecutorClient)
 """
 
 import asyncio
+import mimetypes
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import quote
@@ -264,14 +265,15 @@ def output_routes(
         query = OutputQuery(execution_id=execution_id, stream=stream, offset=offset, limit=limit)
         return await client.read_output(query, user)
 
-    @router.get(f"{prefix}/{{execution_id}}/files/{{name}}")
+    @router.get(f"{prefix}/{{execution_id}}/files/{{name:path}}")
     async def execution_file(
         execution_id: str, name: str, client: ClientDep, user: UserDep
     ) -> StreamingResponse:
-        """A file a run made and the executor kept (a figure: image-0.png), its owner only."""
+        """A file a run made and the executor kept (a figure: image-0.png; what it wrote in
+        outputs/: outputs/report.csv), its owner only."""
         download = await client.download_output(execution_id, name, user)
-        if name.endswith(".png"):
-            return attachment(download, name, "image/png")
-        return attachment(download, name)
+        file_name = name.rsplit("/", 1)[-1]
+        mime = mimetypes.guess_type(file_name)[0]
+        return attachment(download, file_name, mime) if mime else attachment(download, file_name)
 
     return router

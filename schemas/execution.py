@@ -175,6 +175,17 @@ class Image(BaseModel):
     data: str = Field(description="Base64 of the image bytes.")
 
 
+OUTPUTS_DIR = "outputs"  # under /home/user: what a run writes there comes back with its result
+
+
+class OutputFile(BaseModel):
+    """A file a run wrote into /home/user/outputs/."""
+
+    name: str = Field(description="Its path under /home/user/outputs/.")
+    size: int = Field(description="Bytes.")
+    mime_type: str
+
+
 class ExecuteResult(BaseModel):
     """The outcome of one run."""
 
@@ -198,6 +209,13 @@ class ExecuteResult(BaseModel):
     )
     truncation: Truncation | None = None
     images: list[Image] = Field(default_factory=list)
+    files: list[OutputFile] = Field(
+        default_factory=list,
+        description=(
+            "Files the run wrote under /home/user/outputs/, kept for their owner like a cut "
+            "output: GET .../executions/{execution_id}/files/outputs/{name}."
+        ),
+    )
 
     @property
     def failed(self) -> bool:

@@ -46,6 +46,9 @@ def render_result(result: ExecuteResult) -> str:
             lines += ["traceback:", result.error.traceback.rstrip("\n")]
     if result.images:
         lines.append(f"images: {len(result.images)} PNG (returned separately)")
+    if result.files:
+        listed = ", ".join(f"{f.name} ({f.size:,} bytes, {f.mime_type})" for f in result.files)
+        lines.append(f"files in outputs/ (returned separately): {listed}")
     if len(lines) == 1 and result.exit_code == 0:
         lines.append("(no output)")
     return "\n".join(lines)

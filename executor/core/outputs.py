@@ -6,6 +6,7 @@ after a TTL. Only the user who ran the code can read them.
 """
 
 import contextlib
+import hashlib
 import os
 import shutil
 import time
@@ -96,7 +97,10 @@ class OutputStore:
     def keep_file(self, execution_id: str, user: str, name: str, data: bytes) -> None:
         """Keep a file an execution made (a figure) for its owner, as outputs are kept."""
         stored = self._entry(execution_id, user)
-        path = self.directory / f"{execution_id}.{name}"
+        # Stored under a name of its own: the run chose `name` (outputs/...), not the store.
+        path = (
+            self.directory / f"{execution_id}.file-{hashlib.sha256(name.encode()).hexdigest()[:24]}"
+        )
         path.write_bytes(data)
         stored.files[name] = path
         self._bytes += len(data)

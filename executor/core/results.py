@@ -19,7 +19,14 @@ from executor.core.admission import RunPlan
 from executor.core.outputs import OutputStore
 from executor.core.truncation import Budget, fit_result, truncation_info
 from executor.errors import ExecutorError
-from schemas.execution import ExecuteResult, Image, StreamTruncation, Truncation
+from schemas.execution import (
+    OUTPUTS_DIR,
+    ExecuteResult,
+    Image,
+    OutputFile,
+    StreamTruncation,
+    Truncation,
+)
 from schemas.languages import Language
 from schemas.outputs import STREAMS, image_name
 
@@ -80,6 +87,15 @@ class Shaping:
             stream: outputs.capture(self.execution_id, stream, max_output_bytes)
             for stream in STREAMS
         }
+        self.files: list[OutputFile] = []
+
+    def keep_files(self, files: list[tuple[OutputFile, bytes]]) -> None:
+        """Keep the files the run wrote under outputs/ for its owner; the result lists them."""
+        for info, data in files:
+            self._outputs.keep_file(
+                self.execution_id, self.user, f"{OUTPUTS_DIR}/{info.name}", data
+            )
+            self.files.append(info)
 
     def discard(self) -> None:
         """The run never finished: drop what was captured."""
@@ -124,6 +140,7 @@ class Shaping:
             value=outcome.value,
             timed_out=outcome.timed_out,
             duration_ms=round(seconds * 1000),
+            files=self.files,
             session_id=session_id,
             state_lost=outcome.state_lost,
             images=images,

@@ -16,6 +16,7 @@ from executor.backends import Backend, create_backend
 from executor.backends.base import ByteAllowance, RunOutcome, Sandbox
 from executor.config import ExecutorSettings
 from executor.core.admission import RunPlan, admit
+from executor.core.files import collect_outputs
 from executor.core.metrics import Metrics
 from executor.core.outputs import OutputStore
 from executor.core.packages import check_packages, install, run_network
@@ -142,6 +143,14 @@ class Executor:
                 began = time.perf_counter()
                 outcome = await self._run(place, request, plan, on_output, shaping, user)
                 seconds = time.perf_counter() - began
+                shaping.keep_files(
+                    await collect_outputs(
+                        place.sandbox,
+                        # In a session, what this run changed; a fresh sandbox has only that.
+                        place.session.outputs_seen if place.session is not None else None,
+                        self.settings.max_file_bytes,
+                    )
+                )
         except BaseException:
             shaping.discard()
             raise

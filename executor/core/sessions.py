@@ -46,6 +46,8 @@ class Session:
     """Why the session ended (closed, expired, ...), once it has."""
     network: NetworkGrant = NetworkGrant(Network.NONE)
     """What its runs may reach at most."""
+    outputs_seen: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    """Its outputs/ after the last run: a run's result lists what it changed there."""
 
     def touch(self) -> None:
         """Mark the session as used now."""
