@@ -22,7 +22,7 @@ from schemas.health import Limits
 from schemas.jsonschema import compact
 from schemas.languages import Language
 from schemas.network import Network
-from schemas.outputs import OutputPage, OutputQuery
+from schemas.outputs import OutputPage, OutputQuery, output_uri
 from schemas.render import render_result
 from schemas.sessions import CloseSessionResult, SessionInfo
 from schemas.tools import CloseSessionArgs, OpenSessionArgs, ReadOutputArgs, RunCodeArgs
@@ -65,6 +65,16 @@ class Call:
 
 
 @dataclass
+class FileRef:
+    """A file a result points at (a front-end links it: an MCP resource_link)."""
+
+    uri: str
+    name: str
+    mime_type: str
+    size: int
+
+
+@dataclass
 class ToolOutcome:
     """What a tool call gives back to the model."""
 
@@ -73,6 +83,7 @@ class ToolOutcome:
     structured: dict[str, Any] | None = None
     images: list[Image] = field(default_factory=list)
     effect: SessionEffect | None = None
+    files: list[FileRef] = field(default_factory=list)
 
 
 def _memory(mb: int) -> str:
@@ -162,6 +173,10 @@ class Tool(ABC, Generic[A, R]):
         """Figures that travel beside the text."""
         return []
 
+    def files(self, result: R) -> list[FileRef]:
+        """Files that travel beside the text, as links."""
+        return []
+
     def effect(self, args: A, result: R) -> SessionEffect | None:
         """The session this call opened or closed."""
         return None
@@ -223,6 +238,7 @@ class Tool(ABC, Generic[A, R]):
             structured=self.structured(result),
             images=self.images(result),
             effect=self.effect(args, result),
+            files=self.files(result),
         )
 
 
@@ -271,6 +287,13 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
     def images(self, result: ExecuteResult) -> list[Image]:
         """The run's figures."""
         return result.images
+
+    def files(self, result: ExecuteResult) -> list[FileRef]:
+        """What the run wrote under outputs/."""
+        return [
+            FileRef(output_uri(result.execution_id, f.name), f.name, f.mime_type, f.size)
+            for f in result.files
+        ]
 
     def structured(self, result: ExecuteResult) -> dict[str, Any]:
         """The result without the images' bytes: they travel as images, never inside text a

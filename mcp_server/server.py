@@ -1,10 +1,11 @@
 """The MCP front-end: the ToolSet's tools served by a low-level MCP server.
 
 Results carry the same model-ready text as the OpenAI endpoint, structuredContent (the
-result's fields, never image bytes), PNG figures as ImageContent, and isError when the code
-failed. When the client asks for progress, output is reported as it is produced. A client that
-sets a log level (logging/setLevel) gets one log notification per tool call at that level or
-above: what was called, whether it failed, how long it took.
+result's fields, never image bytes), PNG figures as ImageContent, a resource_link for each
+file the run wrote under outputs/ (resources/read gives its bytes, to the user who ran it),
+and isError when the code failed. When the client asks for progress, output is reported as
+it is produced. A client that sets a log level (logging/setLevel) gets one log notification
+per tool call at that level or above: what was called, whether it failed, how long it took.
 
 Code sessions belong to the user, not to an MCP connection: clients that open a connection
 per call (langchain-mcp-adapters, pydantic-ai across agent runs) keep using a session_id
@@ -12,6 +13,7 @@ from an earlier connection. Sessions end by close_session, their idle TTL or the
 """
 
 import logging
+import mimetypes
 import time
 from collections.abc import Callable
 from typing import Any, get_args
@@ -19,11 +21,16 @@ from weakref import WeakKeyDictionary
 
 from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.session import ServerSession
 from mcp.shared.context import RequestContext
+from mcp.shared.exceptions import McpError
+from pydantic import AnyUrl
 
+from executor.errors import NotFound
 from executor.interface import ExecutorClient, OutputCallback
 from executor.tools import AnyTool, Call, Hints, ToolSet
+from schemas.outputs import parse_output_uri
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +40,10 @@ INSTRUCTIONS = (
 )
 
 UserOf = Callable[[RequestContext[Any, Any, Any]], str]
+# MCP's error for an unknown resource; what one resources/read may bring into memory.
+RESOURCE_NOT_FOUND = -32002
+MAX_READ_BYTES = 16 * 1024 * 1024
+_TEXT_TYPES = frozenset({"application/json", "application/xml", "application/x-yaml"})
 # MCP's log levels, least severe first.
 LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
 
@@ -69,12 +80,12 @@ class CodeExecServer(Server[Any, Any]):
         self.user_of = user_of
         self._definitions = [tool_definition(tools, tool) for tool in tools]
         # The level each connection asked for; forgotten with the connection.
-        self._log_levels: WeakKeyDictionary[ServerSession, types.LoggingLevel] = (
-            WeakKeyDictionary()
-        )
+        self._log_levels: WeakKeyDictionary[ServerSession, types.LoggingLevel] = WeakKeyDictionary()
         self.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
         self.call_tool(validate_input=False)(self._call_tool)
         self.set_logging_level()(self._set_logging_level)  # type: ignore[no-untyped-call]
+        self.list_resources()(self._list_resources)  # type: ignore[no-untyped-call]
+        self.read_resource()(self._read_resource)  # type: ignore[no-untyped-call]
 
     def options(self) -> Any:
         """Initialization options (tools and logging)."""
@@ -131,6 +142,58 @@ class CodeExecServer(Server[Any, Any]):
             types.ImageContent(type="image", data=image.data, mimeType="image/png")
             for image in outcome.images
         ]
+        content += [
+            types.ResourceLink(
+                type="resource_link",
+                uri=AnyUrl(f.uri),
+                name=f.name,
+                mimeType=f.mime_type,
+                size=f.size,
+            )
+            for f in outcome.files
+        ]
         return types.CallToolResult(
             content=content, structuredContent=outcome.structured, isError=outcome.is_error
         )
+
+    async def _list_resources(self) -> list[types.Resource]:
+        # A run's files are linked from its result (resource_link) and read by URI; nothing
+        # is listed yet (a session's files will be).
+        return []
+
+    async def _read_resource(self, uri: AnyUrl) -> list[ReadResourceContents]:
+        """A file a run of this user wrote under outputs/ (a resource_link's URI)."""
+        parsed = parse_output_uri(str(uri))
+        if parsed is None:
+            raise McpError(
+                types.ErrorData(
+                    code=RESOURCE_NOT_FOUND,
+                    message=f"no resource {str(uri)[:200]!r}: code-exec serves the files runs "
+                    "wrote (code-exec://executions/ID/outputs/NAME, from a run_code result)",
+                )
+            )
+        execution_id, name = parsed
+        user = self.user_of(self.request_context)
+        try:
+            download = await self.client.download_output(execution_id, f"outputs/{name}", user)
+        except NotFound as exc:
+            raise McpError(types.ErrorData(code=RESOURCE_NOT_FOUND, message=exc.message)) from None
+        data = bytearray()
+        async for chunk in download.chunks:
+            data += chunk
+            if len(data) > MAX_READ_BYTES:
+                raise McpError(
+                    types.ErrorData(
+                        code=types.INVALID_REQUEST,
+                        message=f"{name} is over {MAX_READ_BYTES // 2**20} MiB: download it over "
+                        f"HTTP (GET /v1/executions/{execution_id}/files/outputs/{name})",
+                    )
+                )
+        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        content: str | bytes = bytes(data)
+        if mime.startswith("text/") or mime in _TEXT_TYPES:
+            try:
+                content = bytes(data).decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # sent as a blob
+        return [ReadResourceContents(content=content, mime_type=mime)]

@@ -44,7 +44,9 @@ NO_REFERENCE_TOOL = NOT_APPLICABLE + (
     "open_session, close_session and read_output"
 )
 NO_RESOURCES = NOT_APPLICABLE + (
-    "code-exec has no resources yet (a session's files will be resources, in a later issue)"
+    "the scenario reads the reference server's own resources (test://...); code-exec's are "
+    "the files runs write (code-exec://executions/ID/outputs/NAME, linked from run_code "
+    "results), tested in tests/mcp_server/test_files.py; nothing is listed or subscribable yet"
 )
 NO_PROMPTS = NOT_APPLICABLE + "code-exec has no prompts: its tools are all it offers"
 NO_ELICITATION = NOT_APPLICABLE + (

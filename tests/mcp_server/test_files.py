@@ -1,0 +1,51 @@
+"""Files a run writes under outputs/ reach an MCP client (issue 17, first step): a
+resource_link per file in the run_code result, whose URI resources/read answers with the
+file's bytes, for the user who ran it only. The official client, real sandboxes."""
+
+import base64
+from typing import Any
+
+import pytest
+from mcp import types
+from mcp.shared.exceptions import McpError
+from mcp.shared.memory import create_connected_server_and_client_session
+from pydantic import AnyUrl
+
+from executor.tools import ToolSet
+from mcp_server.server import CodeExecServer
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CODE = """
+import os
+os.makedirs('outputs', exist_ok=True)
+open('outputs/clean.csv', 'w').write('a,b\\n1,3\\n')
+open('outputs/data.bin', 'wb').write(bytes(range(256)))
+"""
+
+
+async def test_a_runs_files_are_links_its_user_can_read(make_executor: Any) -> None:
+    executor = await make_executor()
+    alice = CodeExecServer(executor, ToolSet(), lambda ctx: "alice")
+    async with create_connected_server_and_client_session(alice) as session:
+        result = await session.call_tool("run_code", {"code": CODE})
+        assert not result.isError
+        links = {c.name: c for c in result.content if isinstance(c, types.ResourceLink)}
+        assert set(links) == {"clean.csv", "data.bin"}
+        assert (links["clean.csv"].mimeType, links["clean.csv"].size) == ("text/csv", 8)
+        text = "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+        assert "files in outputs/ (returned separately): clean.csv (8 bytes, text/csv)" in text
+        csv = await session.read_resource(links["clean.csv"].uri)
+        assert isinstance(csv.contents[0], types.TextResourceContents)
+        assert csv.contents[0].text == "a,b\n1,3\n"
+        blob = await session.read_resource(links["data.bin"].uri)
+        assert isinstance(blob.contents[0], types.BlobResourceContents)
+        assert base64.b64decode(blob.contents[0].blob) == bytes(range(256))
+        assert (await session.list_resources()).resources == []
+        with pytest.raises(McpError, match="code-exec serves the files runs wrote"):
+            await session.read_resource(AnyUrl("file:///etc/passwd"))
+        uri = links["clean.csv"].uri
+    bob = CodeExecServer(executor, ToolSet(), lambda ctx: "bob")
+    async with create_connected_server_and_client_session(bob) as session:
+        with pytest.raises(McpError, match="only for the user who ran it"):
+            await session.read_resource(uri)
