@@ -250,8 +250,7 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
         "Run code in an isolated sandbox {network}: python (numpy, pandas, scipy, sklearn, "
         "matplotlib...; shows the last expression's value and plots), javascript (Node.js), "
         "bash or c (gcc). "
-        "Runs start clean unless given a session_id from open_session. Timeout "
-        "{limits.default_timeout_s:g} s (max {limits.max_timeout_s:g}), {memory} of memory. "
+        "Runs start clean unless given a session_id from open_session. {memory} of memory. "
         "Output over {limits.default_output_tokens} tokens is cut: read_output reads the rest."
     )
 
@@ -265,6 +264,7 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
             f"{limits.max_timeout_s:g}).",
             "max_output_tokens": f"Token budget (default {limits.default_output_tokens}).",
             "files": "Files to write first.",
+            "inputs": "URIs of earlier outputs to copy in first.",
             **_network_fields(limits),
         }
 

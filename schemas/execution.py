@@ -12,7 +12,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from schemas.languages import Language, LanguageName
 from schemas.network import Network
-from schemas.packages import MAX_PACKAGES, PackageSpec
+from schemas.outputs import parse_output_uri
+from schemas.packages import PackageList
 from schemas.text import Text, check_text
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -79,13 +80,19 @@ class RunFields(BaseModel):
             "error); the executor's default when omitted. Cut output stays retrievable."
         ),
     )
-    packages: list[PackageSpec] | None = Field(
+    packages: PackageList = Field(
         default=None,
-        max_length=MAX_PACKAGES,
         description=(
             "Packages to install before the code runs: pip requirements for python "
             "('scipy', 'requests==2.32.3'), npm specs for javascript ('lodash@4'). Needs a "
             "network level of packages or more."
+        ),
+    )
+    inputs: list[Text] | None = Field(
+        default=None,
+        description=(
+            "Files earlier runs wrote (their code-exec:// URIs), placed in /home/user under "
+            "their names before the code runs."
         ),
     )
     network: Network | None = Field(
@@ -103,6 +110,21 @@ class RunFields(BaseModel):
             "With network allowlist: only these of the executor's (or the session's) hosts."
         ),
     )
+
+
+    @field_validator("inputs")
+    @classmethod
+    def _output_uris(cls, inputs: list[str] | None) -> list[str] | None:
+        # Bounded here, not in the schema: every tool listing would carry a maxItems.
+        if inputs is not None and len(inputs) > MAX_INPUTS:
+            raise ValueError(f"at most {MAX_INPUTS} inputs")
+        for uri in inputs or []:
+            if parse_output_uri(uri) is None:
+                raise ValueError(
+                    f"input {uri[:100]!r} is not the URI of a file a run wrote "
+                    "(code-exec://executions/ID/outputs/NAME, from a result's files)"
+                )
+        return inputs
 
 
 class ExecuteRequest(RunFields):
@@ -175,6 +197,7 @@ class Image(BaseModel):
     data: str = Field(description="Base64 of the image bytes.")
 
 
+MAX_INPUTS = 20
 OUTPUTS_DIR = "outputs"  # under /home/user: what a run writes there comes back with its result
 
 

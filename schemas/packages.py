@@ -43,3 +43,14 @@ def is_npm_spec(spec: str) -> bool:
 
 
 PackageSpec = Annotated[str, AfterValidator(check_package_spec)]
+
+
+def check_package_list(specs: list[str] | None) -> list[str] | None:
+    """At most MAX_PACKAGES (checked here, not in the schema: every tool listing would carry a
+    maxItems)."""
+    if specs is not None and len(specs) > MAX_PACKAGES:
+        raise ValueError(f"at most {MAX_PACKAGES} packages at once; install the rest in a run")
+    return specs
+
+
+PackageList = Annotated[list[PackageSpec] | None, AfterValidator(check_package_list)]

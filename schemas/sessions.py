@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.languages import Language, LanguageName
 from schemas.network import Network
-from schemas.packages import MAX_PACKAGES, PackageSpec
+from schemas.packages import PackageList
 
 
 class OpenSessionRequest(BaseModel):
@@ -18,9 +18,8 @@ class OpenSessionRequest(BaseModel):
         default=Language.PYTHON,
         description="Language of the session's interpreter: python, javascript, bash or c.",
     )
-    packages: list[PackageSpec] | None = Field(
+    packages: PackageList = Field(
         default=None,
-        max_length=MAX_PACKAGES,
         description="Packages to install when the session opens (pip for python, npm for "
         "javascript); the network must include packages.",
     )

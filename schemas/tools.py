@@ -12,7 +12,7 @@ from schemas.files import FileArg
 from schemas.languages import LanguageName
 from schemas.network import Network
 from schemas.outputs import Stream
-from schemas.packages import MAX_PACKAGES, PackageSpec
+from schemas.packages import PackageList
 from schemas.text import Text
 
 
@@ -35,8 +35,8 @@ class OpenSessionArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: LanguageName | None = None
-    packages: list[PackageSpec] | None = Field(
-        default=None, max_length=MAX_PACKAGES, description="Packages to install first."
+    packages: PackageList = Field(
+        default=None, description="Packages to install first."
     )
     network: Network | None = None
 

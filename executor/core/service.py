@@ -26,12 +26,12 @@ from executor.core.sessions import Session, SessionManager
 from executor.core.tokens import get_encoding
 from executor.errors import InvalidRequest, PayloadTooLarge, SandboxFailure, SessionLost
 from executor.interface import Download, OutputCallback
-from schemas.execution import ExecuteRequest, ExecuteResult
+from schemas.execution import OUTPUTS_DIR, ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
 from schemas.network import Network, NetworkGrant
-from schemas.outputs import OutputPage, OutputQuery
+from schemas.outputs import OutputPage, OutputQuery, parse_output_uri
 from schemas.sessions import CloseSessionResult, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -232,6 +232,9 @@ class Executor:
         try:
             for path, content in (request.files or {}).items():
                 await place.sandbox.write_file(path, content.encode())
+            for uri in request.inputs or []:
+                name = (parse_output_uri(uri) or ("", uri))[1]
+                await place.sandbox.write_file(name, await self._output_bytes(uri, user))
             if request.packages:
                 failed = await install(
                     place.sandbox,
@@ -260,6 +263,18 @@ class Executor:
                 # Closed (by its owner, or expired) while this run was in progress.
                 raise self.sessions.ended_error(session) from exc
             raise
+
+    async def _output_bytes(self, uri: str, user: str) -> bytes:
+        """The bytes of a file one of the user's runs wrote (a code-exec:// output URI)."""
+        parsed = parse_output_uri(uri)
+        if parsed is None:
+            raise InvalidRequest(f"{uri[:100]!r} is not the URI of a run's output")
+        execution_id, name = parsed
+        file, _ = await asyncio.to_thread(
+            self.outputs.open_file, execution_id, f"{OUTPUTS_DIR}/{name}", user
+        )
+        with file:
+            return await asyncio.to_thread(file.read, self.settings.max_file_bytes + 1)
 
     def _network_ceiling(self) -> NetworkGrant:
         return NetworkGrant(self.settings.network, tuple(self.settings.network_allowlist))

@@ -5,11 +5,13 @@ the executor's HTTP API, with real sandboxes."""
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from executor.clients.http import HttpClient
 from executor.errors import NotFound
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
+from schemas.outputs import output_uri
 from schemas.render import render_result
 from tests.executor.conftest import TOKEN, ExecutorProcess
 
@@ -85,3 +87,27 @@ async def test_outputs_download_through_the_http_api(executor_process: ExecutorP
             await client.download_output(result.execution_id, "outputs/clean.csv", "bob")
     finally:
         await client.aclose()
+
+
+async def test_a_later_run_takes_an_output_by_reference(make_executor: Any) -> None:
+    executor = await make_executor()
+    made = await executor.execute(ExecuteRequest(code=MAKE_FILES), "alice")
+    uri = next(output_uri(made.execution_id, f.name) for f in made.files if f.name == "clean.csv")
+    used = await executor.execute(
+        ExecuteRequest(
+            code="import pandas as pd\nint(pd.read_csv('clean.csv').b.sum())", inputs=[uri]
+        ),
+        "alice",
+    )
+    assert used.value == "7", used
+    with pytest.raises(NotFound, match="only for the user who ran it"):
+        await executor.execute(ExecuteRequest(code="1", inputs=[uri]), "bob")
+
+
+def test_an_input_is_an_output_uri() -> None:
+    with pytest.raises(ValidationError, match="not the URI of a file a run wrote"):
+        ExecuteRequest(code="1", inputs=["file:///etc/passwd"])
+    with pytest.raises(ValidationError, match="not the URI of a file a run wrote"):
+        ExecuteRequest(code="1", inputs=["code-exec://executions/exe_00/outputs/../../x"])
+    with pytest.raises(ValidationError, match="at most 20 inputs"):
+        ExecuteRequest(code="1", inputs=[output_uri("exe_00", f"f{i}") for i in range(21)])
