@@ -16,9 +16,8 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 OutputCallback = Callable[[str, str], Awaitable[None]]
 """Called with ("stdout" | "stderr", text) as output is produced."""
@@ -100,13 +99,7 @@ class ExecutorClient(Protocol):
         ...
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """Open a session."""
         ...

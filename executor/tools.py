@@ -24,7 +24,7 @@ from schemas.languages import Language
 from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery, output_uri
 from schemas.render import render_result
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 from schemas.tools import CloseSessionArgs, OpenSessionArgs, ReadOutputArgs, RunCodeArgs
 
 A = TypeVar("A", bound=BaseModel)
@@ -322,12 +322,8 @@ class OpenSession(Tool[OpenSessionArgs, SessionInfo], name="open_session"):
 
     async def call(self, call: Call, args: OpenSessionArgs) -> SessionInfo:
         """Open the session."""
-        return await call.client.open_session(
-            args.language or Language.PYTHON,
-            call.user,
-            network=args.network,
-            packages=args.packages,
-        )
+        options = SessionOptions(packages=args.packages, network=args.network)
+        return await call.client.open_session(args.language or Language.PYTHON, call.user, options)
 
     def render(self, result: SessionInfo) -> str:
         """The session id and what to do with it."""

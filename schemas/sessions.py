@@ -9,15 +9,11 @@ from schemas.network import Network
 from schemas.packages import PackageList
 
 
-class OpenSessionRequest(BaseModel):
-    """Open a session for one language."""
+class SessionOptions(BaseModel):
+    """What a session opens with besides its language: its packages and its network."""
 
     model_config = ConfigDict(extra="forbid")
 
-    language: LanguageName = Field(
-        default=Language.PYTHON,
-        description="Language of the session's interpreter: python, javascript, bash or c.",
-    )
     packages: PackageList = Field(
         default=None,
         description="Packages to install when the session opens (pip for python, npm for "
@@ -32,6 +28,15 @@ class OpenSessionRequest(BaseModel):
         default=None,
         max_length=64,
         description="With network allowlist: only these of the executor's hosts.",
+    )
+
+
+class OpenSessionRequest(SessionOptions):
+    """Open a session for one language."""
+
+    language: LanguageName = Field(
+        default=Language.PYTHON,
+        description="Language of the session's interpreter: python, javascript, bash or c.",
     )
 
 

@@ -14,9 +14,8 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 
 class RunLimiter:
@@ -66,18 +65,10 @@ class CappedClient:
         return await self.inner.download_output(execution_id, name, user)
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """Uncapped (sessions have their own caps in the executor)."""
-        return await self.inner.open_session(
-            language, user, network=network, packages=packages, allow_hosts=allow_hosts
-        )
+        return await self.inner.open_session(language, user, options)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:
         """Uncapped: see ExecutorClient."""

@@ -17,9 +17,8 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 
 class DeferredClient:
@@ -52,18 +51,10 @@ class DeferredClient:
         return await (await self._client()).download_output(execution_id, name, user)
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """Open a session."""
-        return await (await self._client()).open_session(
-            language, user, network=network, packages=packages, allow_hosts=allow_hosts
-        )
+        return await (await self._client()).open_session(language, user, options)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:
         """Describe a session."""

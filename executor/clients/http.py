@@ -36,9 +36,8 @@ from schemas.execution import ExecuteRequest, ExecuteResult, check_workspace_pat
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 T = TypeVar("T")
 
@@ -167,22 +166,11 @@ class HttpClient:
         return await self._request("GET", path, user, TypeAdapter(OutputPage), params=params)
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """Open a session."""
-        body: dict[str, object] = {"language": language.value}
-        if network is not None:
-            body["network"] = network.value
-        if packages:
-            body["packages"] = packages
-        if allow_hosts is not None:
-            body["allow_hosts"] = allow_hosts
+        body = options.model_dump(mode="json", exclude_none=True) if options else {}
+        body["language"] = language.value
         return await self._request("POST", "/sessions", user, TypeAdapter(SessionInfo), json=body)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

@@ -29,9 +29,8 @@ from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health, Limits, PoolHealth, RouteHealth
 from schemas.languages import Language
-from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -205,22 +204,14 @@ class RoutingClient:
         return result.model_copy(update={"session_id": request.session_id})
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """A session on the least-loaded executor."""
 
         async def open_on(route: Route) -> SessionInfo:
             return self._outer(
                 route,
-                await route.client.open_session(
-                    language, user, network=network, packages=packages, allow_hosts=allow_hosts
-                ),
+                await route.client.open_session(language, user, options),
             )
 
         return await self._on_least_loaded(language, open_on, "could open a session")

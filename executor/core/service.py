@@ -30,9 +30,9 @@ from schemas.execution import OUTPUTS_DIR, ExecuteRequest, ExecuteResult
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
-from schemas.network import Network, NetworkGrant
+from schemas.network import NetworkGrant
 from schemas.outputs import OutputPage, OutputQuery, parse_output_uri
-from schemas.sessions import CloseSessionResult, SessionInfo
+from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 log = logging.getLogger(__name__)
 
@@ -304,25 +304,20 @@ class Executor:
     # --- sessions ---
 
     async def open_session(
-        self,
-        language: Language,
-        user: str,
-        *,
-        network: Network | None = None,
-        packages: list[str] | None = None,
-        allow_hosts: list[str] | None = None,
+        self, language: Language, user: str, options: SessionOptions | None = None
     ) -> SessionInfo:
         """Open a session with a dedicated sandbox, its network, and its packages installed."""
-        level = run_network(network, allow_hosts, self._network_ceiling())
-        if packages:
-            check_packages(packages, language, level.level)
+        options = options or SessionOptions()
+        level = run_network(options.network, options.allow_hosts, self._network_ceiling())
+        if options.packages:
+            check_packages(options.packages, language, level.level)
         session = await self.sessions.open(user, language, level)
-        if packages:
+        if options.packages:
             async with session.lock:
                 failed = await install(
                     session.sandbox,
                     language,
-                    packages,
+                    options.packages,
                     timeout=self.settings.max_timeout_s,
                     keep_state=True,
                     network=level,

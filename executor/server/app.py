@@ -145,13 +145,7 @@ def create_app(
         body: OpenSessionRequest, executor: ExecutorDep, user: UserDep
     ) -> SessionInfo:
         """Open a session: a dedicated sandbox whose state persists across runs."""
-        return await executor.open_session(
-            body.language,
-            user,
-            network=body.network,
-            packages=body.packages,
-            allow_hosts=body.allow_hosts,
-        )
+        return await executor.open_session(body.language, user, body)
 
     @app.get("/sessions", dependencies=guarded, response_model=list[SessionInfo])
     async def list_sessions(executor: ExecutorDep, user: UserDep) -> list[SessionInfo]:

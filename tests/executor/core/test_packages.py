@@ -13,6 +13,7 @@ from executor.errors import InvalidRequest
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from schemas.network import Network
+from schemas.sessions import SessionOptions
 from tests.executor.backends.local.test_egress import TEST_HTTP
 from tests.netns import netns_available, netns_host
 from tests.package_index import PackageIndex, serve_index
@@ -69,7 +70,7 @@ async def test_without_a_network_setting_packages_and_networks_are_refused(
     with pytest.raises(InvalidRequest, match=r"above what this executor allows \('none'\)"):
         await executor.execute(ExecuteRequest(code="1", network=Network.PACKAGES), "u")
     with pytest.raises(InvalidRequest, match="needs network 'packages'"):
-        await executor.open_session(Language.PYTHON, "u", packages=["scipy"])
+        await executor.open_session(Language.PYTHON, "u", SessionOptions(packages=["scipy"]))
     assert len(executor.sessions) == 0
 
 
@@ -87,7 +88,7 @@ async def test_packages_are_for_python_and_javascript_in_their_own_specs(
 
 async def test_a_session_bounds_its_runs(make_executor: Any) -> None:
     executor = await make_executor(network="packages")
-    info = await executor.open_session(Language.PYTHON, "u", network=Network.NONE)
+    info = await executor.open_session(Language.PYTHON, "u", SessionOptions(network=Network.NONE))
     assert info.network is Network.NONE
     with pytest.raises(InvalidRequest, match=r"above what this session allows \('none'\)"):
         await executor.execute(
@@ -178,7 +179,9 @@ async def test_an_install_that_does_not_finish_in_the_runs_time_says_so(
 async def test_a_session_opens_with_its_packages_and_its_runs_may_narrow(
     packages_executor: Any, index: PackageIndex
 ) -> None:
-    info = await packages_executor.open_session(Language.PYTHON, "u", packages=["tinyapp"])
+    info = await packages_executor.open_session(
+        Language.PYTHON, "u", SessionOptions(packages=["tinyapp"])
+    )
     assert info.network is Network.PACKAGES
     run = lambda code, **kw: packages_executor.execute(  # noqa: E731
         ExecuteRequest(code=code, session_id=info.session_id, **kw), "u"
@@ -197,7 +200,9 @@ async def test_a_session_opens_with_its_packages_and_its_runs_may_narrow(
     assert narrowed.stdout.startswith("1 ") and "No matching distribution" in narrowed.stdout
     assert len(index.requests) == asked
     with pytest.raises(InvalidRequest, match="the session was not opened: pip could not install"):
-        await packages_executor.open_session(Language.PYTHON, "u", packages=["no-such-package"])
+        await packages_executor.open_session(
+            Language.PYTHON, "u", SessionOptions(packages=["no-such-package"])
+        )
     assert len(packages_executor.sessions) == 1
 
 
@@ -264,7 +269,7 @@ async def test_a_request_or_a_session_narrows_the_allowlist(
     with pytest.raises(InvalidRequest, match=r"evil.org are outside the allowlist in force"):
         await executor.execute(ExecuteRequest(code=fetch, allow_hosts=["evil.org"]), "u")
     info = await executor.open_session(
-        Language.PYTHON, "u", network=Network.ALLOWLIST, allow_hosts=[host]
+        Language.PYTHON, "u", SessionOptions(network=Network.ALLOWLIST, allow_hosts=[host])
     )
     assert info.allow_hosts == [host]
     in_session = await executor.execute(ExecuteRequest(code=fetch, session_id=info.session_id), "u")
