@@ -6,13 +6,17 @@ rest, over the in-memory fake backend (tests/fakes.py); a test in that tier that
 start bubblewrap fails, so the tiers cannot drift apart unnoticed.
 """
 
+import asyncio
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_timeout
 
 from executor.config import ExecutorSettings
 from executor.core import Executor
@@ -56,6 +60,41 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's signal method, which also prints the event loop's tasks: a hung async
+    test waits in select, so the thread stacks alone do not say on what it waits."""
+    if settings.method != "signal":
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        __tracebackhide__ = True
+        try:
+            tasks = asyncio.all_tasks(asyncio.get_running_loop())
+        except RuntimeError:
+            tasks = set()
+        for task in tasks:
+            sys.stderr.write(f"--- task {task.get_name()}, awaiting:\n")
+            awaitable: Any = task.get_coro()
+            while awaitable is not None:
+                frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+                if frame is not None:
+                    sys.stderr.write(f"  {frame.f_code.co_filename}:{frame.f_lineno}\n")
+                awaitable = getattr(awaitable, "cr_await", None) or getattr(
+                    awaitable, "ag_await", None
+                )
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
 
 
 @pytest.fixture(autouse=True)

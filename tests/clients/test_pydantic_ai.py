@@ -68,7 +68,11 @@ def toolset(where: Stdio | Http, tmp_path: Path) -> AbstractToolset[Any]:
     if isinstance(where, Http):
         return MCPToolset(where.url, headers=where.headers, read_timeout=60)
     config = tmp_path / "mcp.json"
-    server = {"command": where.command, "args": where.args, "env": where.env}
+    # load_mcp_toolsets expands ${VAR} in the file and fails on an unset one: leave out what
+    # only looks like one (make's MAKEFLAGS holds ${-*-command-variables-*-} when make is given
+    # variables), as a hand-written config would.
+    env = {key: value for key, value in where.env.items() if "${" not in value}
+    server = {"command": where.command, "args": where.args, "env": env}
     config.write_text(json.dumps({"mcpServers": {"code-exec": server}}))
     [loaded] = load_mcp_toolsets(config)
     return loaded
