@@ -3,6 +3,7 @@
 import functools
 import json
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -13,6 +14,7 @@ from executor.web import unless_caller_leaves
 from openai_tools.deps import ClientDep, ToolsDep, UserDep
 from openai_tools.strict import strict_json_schema
 from schemas.outputs import image_name
+from schemas.render import files_line
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])
 
@@ -88,25 +90,29 @@ def _normalise(body: Any) -> tuple[list[tuple[str, str, Any]], Literal["chat", "
     return calls, style or "chat"
 
 
-def _chat_text(outcome: ToolOutcome, base_url: str) -> str:
-    """A tool message is text only: figures become URLs the user's token can fetch."""
-    if not outcome.images or outcome.structured is None:
-        return outcome.text
-    execution = outcome.structured["execution_id"]
-    urls = [
-        f"{base_url}v1/executions/{execution}/files/{image_name(i)}"
-        for i in range(len(outcome.images))
-    ]
-    note = f"images: {len(urls)} PNG, fetch with your bearer token: " + " ".join(urls)
-    return outcome.text.replace(f"images: {len(urls)} PNG (returned separately)", note)
+def _linked_text(outcome: ToolOutcome, base_url: str, style: Literal["chat", "responses"]) -> str:
+    """The text with URLs the user's token can fetch for what a message cannot carry: output
+    files (neither API has links), and figures in Chat (its tool messages are text only)."""
+    text = outcome.text
+    if outcome.structured is None:
+        return text
+    execution = f"{base_url}v1/executions/{outcome.structured['execution_id']}/files/"
+    if outcome.files:
+        urls = [execution + "outputs/" + quote(f.name) for f in outcome.files]
+        text = text.replace(files_line(outcome.files), files_line(outcome.files, urls))
+    if style == "chat" and outcome.images:
+        urls = [execution + image_name(i) for i in range(len(outcome.images))]
+        note = f"images: {len(urls)} PNG, fetch with your bearer token: " + " ".join(urls)
+        text = text.replace(f"images: {len(urls)} PNG (returned separately)", note)
+    return text
 
 
-def _responses_output(outcome: ToolOutcome) -> str | list[dict[str, Any]]:
+def _responses_output(outcome: ToolOutcome, text: str) -> str | list[dict[str, Any]]:
     """A function_call_output: the text, and the figures as images the model sees."""
     if not outcome.images:
-        return outcome.text
+        return text
     return [
-        {"type": "input_text", "text": outcome.text},
+        {"type": "input_text", "text": text},
         *(
             {"type": "input_image", "image_url": f"data:image/png;base64,{image.data}"}
             for image in outcome.images
@@ -132,15 +138,15 @@ async def call_tools(
             # Over the per-user cap, the whole request answers 429 with Retry-After: the loop
             # retries the call, rather than the model reading about someone's concurrency.
             outcome = await tools.call(Call(client, user), name, arguments, (LimitExceeded,))
+            text = _linked_text(outcome, str(request.base_url), style)
             if style == "chat":
-                text = _chat_text(outcome, str(request.base_url))
                 messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
             else:
                 messages.append(
                     {
                         "type": "function_call_output",
                         "call_id": call_id,
-                        "output": _responses_output(outcome),
+                        "output": _responses_output(outcome, text),
                     }
                 )
         return JSONResponse(messages)

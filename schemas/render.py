@@ -4,7 +4,31 @@ The OpenAI tool messages and the MCP text content both use render_result; the ex
 token budget is measured on this text.
 """
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from schemas.execution import ExecuteResult
+
+
+class NamedFile(Protocol):
+    """A file a result names: an OutputFile, or a front-end's link to one."""
+
+    name: str
+    size: int
+    mime_type: str
+
+
+def files_line(files: Sequence[NamedFile], urls: Sequence[str] | None = None) -> str:
+    """The line naming a run's output files: as returned beside the text, or with the URLs a
+    front-end that carries only text gives them."""
+    if urls is None:
+        listed = ", ".join(f"{f.name} ({f.size:,} bytes, {f.mime_type})" for f in files)
+        return f"files in outputs/ (returned separately): {listed}"
+    listed = ", ".join(
+        f"{f.name} ({f.size:,} bytes, {f.mime_type}) {url}"
+        for f, url in zip(files, urls, strict=True)
+    )
+    return f"files in outputs/, fetch with your bearer token: {listed}"
 
 
 def status_line(result: ExecuteResult) -> str:
@@ -47,8 +71,7 @@ def render_result(result: ExecuteResult) -> str:
     if result.images:
         lines.append(f"images: {len(result.images)} PNG (returned separately)")
     if result.files:
-        listed = ", ".join(f"{f.name} ({f.size:,} bytes, {f.mime_type})" for f in result.files)
-        lines.append(f"files in outputs/ (returned separately): {listed}")
+        lines.append(files_line(result.files))
     if len(lines) == 1 and result.exit_code == 0:
         lines.append("(no output)")
     return "\n".join(lines)

@@ -239,3 +239,26 @@ def test_figures_reach_both_apis(api: Api) -> None:
     assert got.status_code == 200 and got.headers["content-type"] == "image/png"
     assert got.content.startswith(b"\x89PNG")
     assert api.http.get(url, headers=api.headers("mallory")).status_code == 404
+
+
+def test_output_files_reach_both_apis_as_urls_for_their_owner_only(api: Api) -> None:
+    code = (
+        "import os\nos.makedirs('outputs/data', exist_ok=True)\n"
+        "with open('outputs/data/clean table.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\n"
+        "print('saved')"
+    )
+    arguments = json.dumps({"code": code})
+    chat = {"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}}
+    responses = {"type": "function_call", "call_id": "fc", "name": "run_code", "arguments": arguments}
+    for body in (chat, responses):
+        [reply] = api.http.post("/v1/tools/call", json=body, headers=api.headers()).json()
+        text = reply.get("content") or reply["output"]
+        assert isinstance(text, str) and "saved" in text
+        line = next(line for line in text.splitlines() if line.startswith("files in outputs/"))
+        assert "data/clean table.csv (8 bytes, text/csv)" in line, line
+        url = line.split()[-1]
+        assert url.endswith("/files/outputs/data/clean%20table.csv"), url
+        got = api.http.get(url, headers=api.headers())
+        assert got.status_code == 200 and got.content == b"a,b\n1,2\n"
+        assert got.headers["content-type"].startswith("text/csv")
+        assert api.http.get(url, headers=api.headers("mallory")).status_code == 404
