@@ -94,8 +94,8 @@ def _linked_text(outcome: ToolOutcome, base_url: str, style: Literal["chat", "re
     """The text with URLs the user's token can fetch for what a message cannot carry: output
     files (neither API has links), and figures in Chat (its tool messages are text only)."""
     text = outcome.text
-    if outcome.structured is None:
-        return text
+    if outcome.structured is None or not (outcome.files or (style == "chat" and outcome.images)):
+        return text  # nothing to link (other tools' results have no execution)
     execution = f"{base_url}v1/executions/{outcome.structured['execution_id']}/files/"
     if outcome.files:
         urls = [execution + "outputs/" + quote(f.name) for f in outcome.files]

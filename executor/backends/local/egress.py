@@ -33,7 +33,6 @@ from executor.errors import SandboxFailure
 
 log = logging.getLogger(__name__)
 
-PROXY_URL = f"http://127.0.0.1:{EGRESS_PORT}"
 _MAX_HEAD = 16 * 1024
 _MAX_CONNECTIONS = 32
 _RELAY_CHUNK = 64 * 1024

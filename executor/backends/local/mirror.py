@@ -36,7 +36,8 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import httpx
 
-from executor.backends.local.egress import PROXY_URL, RequestError, Sink, respond
+from executor.backends.local.egress import RequestError, Sink, respond
+from executor.backends.local.policy import PROXY_URL
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,7 @@ SHM_MIB = 64
 # The egress proxy's port on each sandbox's loopback (egress.py), when the executor allows any
 # network.
 EGRESS_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{EGRESS_PORT}"
 
 NAMESPACES = ("user", "pid", "net", "ipc", "uts", "mount", "cgroup")
 # V8 reserves far more address space than it uses: no RLIMIT_AS for Node.js. For Python and C it
@@ -642,20 +643,21 @@ def python_packages(runtime_dir: Path) -> str:
 
 def _egress_environment(runtime_dir: Path) -> dict[str, str]:
     """pip, npm and HTTP clients pointed at the egress proxy (egress.py) and its mirror."""
-    proxy = f"http://127.0.0.1:{EGRESS_PORT}"
-    environment = dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), proxy)
+    environment = dict.fromkeys(
+        ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), PROXY_URL
+    )
     environment.update(
         {
             # The sandbox's own servers are reached directly, the mirror too.
             "NO_PROXY": "localhost,127.0.0.1,::1",
             "no_proxy": "localhost,127.0.0.1,::1",
-            "PIP_INDEX_URL": f"{proxy}/pypi/simple/",
+            "PIP_INDEX_URL": f"{PROXY_URL}/pypi/simple/",
             "PIP_PREFIX": PACKAGES_PREFIX,
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             "PIP_NO_CACHE_DIR": "1",  # the executor caches; a copy here would fill the disk
             "PIP_ROOT_USER_ACTION": "ignore",
             "PYTHONPATH": f"{SANDBOX_RUNNERS}/pythonpath:{python_packages(runtime_dir)}",
-            "npm_config_registry": f"{proxy}/npm/",
+            "npm_config_registry": f"{PROXY_URL}/npm/",
             "npm_config_audit": "false",
             "npm_config_fund": "false",
             "npm_config_update_notifier": "false",
