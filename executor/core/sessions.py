@@ -87,6 +87,7 @@ class SessionManager:
         self._opening: dict[str, int] = {}
         self._ended: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         """Start the reaper."""
@@ -202,8 +203,13 @@ class SessionManager:
         return len(doomed)
 
     async def _reap_forever(self) -> None:
-        while True:
+        # A flag as well as cancellation: on Python 3.11, asyncio.wait_for (in a sandbox's
+        # close) drops a cancel that arrives as what it waits for finishes (CPython gh-86296),
+        # and the reaper would then go on for ever while close_all waits for it.
+        while not self._closing:
             await asyncio.sleep(self._settings.reaper_interval_s)
+            if self._closing:
+                return
             try:
                 await self.reap()
             except Exception:
@@ -211,6 +217,7 @@ class SessionManager:
 
     async def close_all(self) -> None:
         """Close every session (executor shutdown)."""
+        self._closing = True
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

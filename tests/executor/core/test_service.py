@@ -232,3 +232,24 @@ async def test_closing_a_session_during_runs_never_breaks_anything(make_executor
     # and one refilling.
     pools = 1 + (Language.PYTHON in executor.session_pools)
     assert executor.backend.health().live_sandboxes <= 2 * pools + 1
+
+
+async def test_shutdown_ends_a_reaper_that_lost_its_cancel(make_fake_executor) -> None:
+    # On Python 3.11, asyncio.wait_for drops a cancel that arrives as what it waits for
+    # finishes (CPython gh-86296): a sandbox's close, inside the reaper, can do that. Here a
+    # reap that swallows every cancel stands for it; shutdown must still end the reaper.
+    executor = await make_fake_executor(reaper_interval_s=0.001)
+    sessions = executor.sessions
+    entered = asyncio.Event()
+
+    async def reap_swallowing_cancels() -> int:
+        entered.set()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass
+        return 0
+
+    sessions.reap = reap_swallowing_cancels
+    await asyncio.wait_for(entered.wait(), 5)
+    await asyncio.wait_for(sessions.close_all(), 5)
