@@ -18,11 +18,12 @@ from executor.config import ExecutorSettings
 from executor.errors import ExecutorError, InvalidRequest, validation_text
 from executor.interface import ExecutorClient, OutputCallback
 from schemas.execution import ExecuteResult, Image
+from schemas.file_uris import output_uri
 from schemas.health import Limits
 from schemas.jsonschema import compact
 from schemas.languages import Language
 from schemas.network import Network
-from schemas.outputs import OutputPage, OutputQuery, output_uri
+from schemas.outputs import OutputPage, OutputQuery
 from schemas.render import render_result
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 from schemas.tools import CloseSessionArgs, OpenSessionArgs, ReadOutputArgs, RunCodeArgs
@@ -53,6 +54,8 @@ class SessionEffect:
 
     opened: str | None = None
     closed: str | None = None
+    used: str | None = None
+    """A session a run ran in (its files may have changed)."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
             f"{limits.max_timeout_s:g}).",
             "max_output_tokens": f"Token budget (default {limits.default_output_tokens}).",
             "files": "Files to write first.",
-            "inputs": "URIs of earlier outputs to copy in first.",
+            "inputs": "Files to copy in first, by code-exec:// URI.",
             **_network_fields(limits),
         }
 
@@ -295,11 +298,17 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
             for f in result.files
         ]
 
+    def effect(self, args: RunCodeArgs, result: ExecuteResult) -> SessionEffect | None:
+        """The session the run ran in, if any."""
+        return SessionEffect(used=result.session_id) if result.session_id else None
+
     def structured(self, result: ExecuteResult) -> dict[str, Any]:
         """The result without the images' bytes: they travel as images, never inside text a
-        model might read (a base64 plot is thousands of tokens)."""
+        model might read (a base64 plot is thousands of tokens); each file with its URI."""
         data = result.model_dump(mode="json", exclude={"images"})
         data["images"] = [{"format": image.format} for image in result.images]
+        for file in data["files"]:  # what a later run's inputs take
+            file["uri"] = output_uri(result.execution_id, file["name"])
         return data
 
 
@@ -317,12 +326,13 @@ class OpenSession(Tool[OpenSessionArgs, SessionInfo], name="open_session"):
         return {"language": "", **_network_fields(limits)}
 
     def hidden_fields(self, limits: Limits) -> set[str]:
-        """packages where the executor allows no network; network (for programs) always."""
-        return _no_network_fields(limits)
+        """packages where the executor allows no network; network and inputs (for programs:
+        a model copies files in with run_code's inputs) always."""
+        return _no_network_fields(limits) | {"inputs"}
 
     async def call(self, call: Call, args: OpenSessionArgs) -> SessionInfo:
         """Open the session."""
-        options = SessionOptions(packages=args.packages, network=args.network)
+        options = SessionOptions(packages=args.packages, network=args.network, inputs=args.inputs)
         return await call.client.open_session(args.language or Language.PYTHON, call.user, options)
 
     def render(self, result: SessionInfo) -> str:

@@ -3,9 +3,12 @@
 Results carry the same model-ready text as the OpenAI endpoint, structuredContent (the
 result's fields, never image bytes), PNG figures as ImageContent, a resource_link for each
 file the run wrote under outputs/ (resources/read gives its bytes, to the user who ran it),
-and isError when the code failed. When the client asks for progress, output is reported as
-it is produced. A client that sets a log level (logging/setLevel) gets one log notification
-per tool call at that level or above: what was called, whether it failed, how long it took.
+and isError when the code failed. The files of the user's open sessions are resources too
+(resources/list, resources/read); a call that changes them sends
+notifications/resources/list_changed to the user's connections. When the client asks for
+progress, output is reported as it is produced. A client that sets a log level
+(logging/setLevel) gets one log notification per tool call at that level or above: what was
+called, whether it failed, how long it took.
 
 Code sessions belong to the user, not to an MCP connection: clients that open a connection
 per call (langchain-mcp-adapters, pydantic-ai across agent runs) keep using a session_id
@@ -15,10 +18,12 @@ from an earlier connection. Sessions end by close_session, their idle TTL or the
 import logging
 import mimetypes
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, get_args
 from weakref import WeakKeyDictionary
 
+import anyio
 from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
@@ -27,10 +32,11 @@ from mcp.shared.context import RequestContext
 from mcp.shared.exceptions import McpError
 from pydantic import AnyUrl
 
-from executor.errors import NotFound
+from executor.errors import ExecutorError, NotFound
 from executor.interface import ExecutorClient, OutputCallback
-from executor.tools import AnyTool, Call, Hints, ToolSet
-from schemas.outputs import parse_output_uri
+from executor.tools import AnyTool, Call, Hints, SessionEffect, ToolSet
+from schemas.file_uris import OutputRef, parse_file_uri, session_file_uri
+from schemas.files import FileInfo
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,21 @@ UserOf = Callable[[RequestContext[Any, Any, Any]], str]
 # MCP's error for an unknown resource; what one resources/read may bring into memory.
 RESOURCE_NOT_FOUND = -32002
 MAX_READ_BYTES = 16 * 1024 * 1024
+# resources/list answers in one page: a workspace of thousands of files is not for a picker.
+MAX_LISTED_RESOURCES = 500
+MAX_SEEN_SESSIONS = 10_000
+TEMPLATES = [
+    types.ResourceTemplate(
+        uriTemplate="code-exec://sessions/{session_id}/files/{path}",
+        name="session-file",
+        description="A file of one of your sessions (path relative to /home/user).",
+    ),
+    types.ResourceTemplate(
+        uriTemplate="code-exec://executions/{execution_id}/outputs/{name}",
+        name="run-output",
+        description="A file a run wrote under /home/user/outputs/ (linked from its result).",
+    ),
+]
 _TEXT_TYPES = frozenset({"application/json", "application/xml", "application/x-yaml"})
 # MCP's log levels, least severe first.
 LEVELS: tuple[types.LoggingLevel, ...] = get_args(types.LoggingLevel)
@@ -81,15 +102,20 @@ class CodeExecServer(Server[Any, Any]):
         self._definitions = [tool_definition(tools, tool) for tool in tools]
         # The level each connection asked for; forgotten with the connection.
         self._log_levels: WeakKeyDictionary[ServerSession, types.LoggingLevel] = WeakKeyDictionary()
+        # Who is behind each connection, and what each (user, session) last listed: a run
+        # that changes a session's files is announced to the user's connections.
+        self._connections: WeakKeyDictionary[ServerSession, str] = WeakKeyDictionary()
+        self._seen: OrderedDict[tuple[str, str], frozenset[tuple[str, int, Any]]] = OrderedDict()
         self.list_tools()(self._list_tools)  # type: ignore[no-untyped-call]
         self.call_tool(validate_input=False)(self._call_tool)
         self.set_logging_level()(self._set_logging_level)  # type: ignore[no-untyped-call]
         self.list_resources()(self._list_resources)  # type: ignore[no-untyped-call]
+        self.list_resource_templates()(self._list_resource_templates)  # type: ignore[no-untyped-call]
         self.read_resource()(self._read_resource)  # type: ignore[no-untyped-call]
 
     def options(self) -> Any:
-        """Initialization options (tools and logging)."""
-        return self.create_initialization_options(NotificationOptions())
+        """Initialization options (tools, resources with list_changed, logging)."""
+        return self.create_initialization_options(NotificationOptions(resources_changed=True))
 
     async def _set_logging_level(self, level: types.LoggingLevel) -> None:
         self._log_levels[self.request_context.session] = level
@@ -129,7 +155,7 @@ class CodeExecServer(Server[Any, Any]):
         return report
 
     async def _call_tool(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        user = self.user_of(self.request_context)
+        user = self._user()
         started = time.monotonic()
         outcome = await self.tools.call(Call(self.client, user, self._progress()), name, arguments)
         took = f"{time.monotonic() - started:.2f} s"
@@ -152,32 +178,120 @@ class CodeExecServer(Server[Any, Any]):
             )
             for f in outcome.files
         ]
+        if await self._files_changed(outcome.effect, user):
+            await self._announce_resources(user)
         return types.CallToolResult(
             content=content, structuredContent=outcome.structured, isError=outcome.is_error
         )
 
+    def _user(self) -> str:
+        """The caller, remembered with its connection (resource notifications reach them)."""
+        user = self.user_of(self.request_context)
+        self._connections[self.request_context.session] = user
+        return user
+
+    async def _session_files(self, session_id: str, user: str) -> list[FileInfo]:
+        """A session's files as resources list them: not directories, not hidden ones (the
+        packages a session installed live under .local), none when it has closed meanwhile."""
+        try:
+            listed = await self.client.list_files(session_id, user)
+        except NotFound:
+            return []
+        return [
+            f
+            for f in listed
+            if not f.is_dir and not any(part.startswith(".") for part in f.path.split("/"))
+        ]
+
+    async def _files_changed(self, effect: SessionEffect | None, user: str) -> bool:
+        """Whether a call changed the user's session files (what resources/list shows)."""
+        if effect is None:
+            return False
+        changed = False
+        if effect.closed is not None:
+            changed = bool(self._seen.pop((user, effect.closed), None))
+        session_id = effect.opened or effect.used
+        if session_id is not None:
+            files = await self._session_files(session_id, user)
+            now = frozenset((f.path, f.size, f.modified_at) for f in files)
+            before = self._seen.pop((user, session_id), frozenset())
+            self._seen[(user, session_id)] = now
+            while len(self._seen) > MAX_SEEN_SESSIONS:
+                self._seen.popitem(last=False)  # least recently used (closed by expiry)
+            changed = changed or now != before
+        return changed
+
+    async def _announce_resources(self, user: str) -> None:
+        """notifications/resources/list_changed to each connection of the user: on the call's
+        own stream for the caller (a client without a standalone stream still gets it)."""
+        ctx = self.request_context
+        for connection, owner in list(self._connections.items()):
+            if owner != user:
+                continue
+            related = ctx.request_id if connection is ctx.session else None
+            try:
+                await connection.send_notification(
+                    types.ServerNotification(types.ResourceListChangedNotification()),
+                    related_request_id=related,
+                )
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._connections.pop(connection, None)  # gone; the client re-lists on return
+
     async def _list_resources(self) -> list[types.Resource]:
-        # A run's files are linked from its result (resource_link) and read by URI; nothing
-        # is listed yet (a session's files will be).
-        return []
+        """The files of the user's open sessions (a run's outputs are linked from its result,
+        not listed), at most MAX_LISTED_RESOURCES."""
+        user = self._user()
+        resources: list[types.Resource] = []
+        for session in await self.client.list_sessions(user):
+            for f in await self._session_files(session.session_id, user):
+                if len(resources) >= MAX_LISTED_RESOURCES:
+                    return resources
+                resources.append(
+                    types.Resource(
+                        uri=AnyUrl(session_file_uri(session.session_id, f.path)),
+                        name=f.path,
+                        description=f"/home/user/{f.path} in {session.language.value} session "
+                        f"{session.session_id}",
+                        mimeType=mimetypes.guess_type(f.path)[0] or "application/octet-stream",
+                        size=f.size,
+                    )
+                )
+        return resources
+
+    async def _list_resource_templates(self) -> list[types.ResourceTemplate]:
+        return TEMPLATES
 
     async def _read_resource(self, uri: AnyUrl) -> list[ReadResourceContents]:
-        """A file a run of this user wrote under outputs/ (a resource_link's URI)."""
-        parsed = parse_output_uri(str(uri))
-        if parsed is None:
+        """A file of this user's: one a run wrote under outputs/ (a resource_link's URI), or
+        one in a session's workspace (from resources/list)."""
+        ref = parse_file_uri(str(uri))
+        if ref is None:
             raise McpError(
                 types.ErrorData(
                     code=RESOURCE_NOT_FOUND,
                     message=f"no resource {str(uri)[:200]!r}: code-exec serves the files runs "
-                    "wrote (code-exec://executions/ID/outputs/NAME, from a run_code result)",
+                    "wrote (code-exec://executions/ID/outputs/NAME, from a run_code result) and "
+                    "sessions' files (code-exec://sessions/ID/files/PATH, from resources/list)",
                 )
             )
-        execution_id, name = parsed
-        user = self.user_of(self.request_context)
+        user = self._user()
         try:
-            download = await self.client.download_output(execution_id, f"outputs/{name}", user)
+            if isinstance(ref, OutputRef):
+                where = f"GET /v1/executions/{ref.execution_id}/files/outputs/{ref.name}"
+                name = ref.name
+                download = await self.client.download_output(
+                    ref.execution_id, f"outputs/{ref.name}", user
+                )
+            else:
+                where = f"GET /v1/sessions/{ref.session_id}/files/{ref.path}"
+                name = ref.path
+                download = await self.client.download_file(ref.session_id, user, ref.path)
         except NotFound as exc:
             raise McpError(types.ErrorData(code=RESOURCE_NOT_FOUND, message=exc.message)) from None
+        except ExecutorError as exc:  # a directory, a file over the executor's limit
+            raise McpError(
+                types.ErrorData(code=types.INVALID_PARAMS, message=exc.message)
+            ) from None
         data = bytearray()
         async for chunk in download.chunks:
             data += chunk
@@ -185,8 +299,8 @@ class CodeExecServer(Server[Any, Any]):
                 raise McpError(
                     types.ErrorData(
                         code=types.INVALID_REQUEST,
-                        message=f"{name} is over {MAX_READ_BYTES // 2**20} MiB: download it over "
-                        f"HTTP (GET /v1/executions/{execution_id}/files/outputs/{name})",
+                        message=f"{name} is over {MAX_READ_BYTES // 2**20} MiB: download it "
+                        f"over HTTP ({where})",
                     )
                 )
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"

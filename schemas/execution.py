@@ -5,14 +5,15 @@ ExecuteRequest is the one model of a run: the tool arguments (schemas.tools.RunC
 the seed APIs' bodies are narrower views of it, validated by the same field definitions.
 """
 
+import binascii
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from schemas.file_uris import InputList
 from schemas.languages import Language, LanguageName
 from schemas.network import Network
-from schemas.outputs import parse_output_uri
 from schemas.packages import PackageList
 from schemas.text import Text, check_text
 
@@ -88,11 +89,11 @@ class RunFields(BaseModel):
             "network level of packages or more."
         ),
     )
-    inputs: list[Text] | None = Field(
+    inputs: InputList = Field(
         default=None,
         description=(
-            "Files earlier runs wrote (their code-exec:// URIs), placed in /home/user under "
-            "their names before the code runs."
+            "Files to place in /home/user first, by URI: an earlier run's output "
+            "(code-exec://executions/...) under its name, or a session's file under its path."
         ),
     )
     network: Network | None = Field(
@@ -112,27 +113,52 @@ class RunFields(BaseModel):
     )
 
 
-    @field_validator("inputs")
+def decode_base64(text: str) -> bytes:
+    """The bytes of base64 text (RFC 4648, line breaks allowed), or a ValueError saying so."""
+    try:
+        return binascii.a2b_base64("".join(text.split()), strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(
+            f"is not base64 ({exc}); send the file's bytes base64-encoded (RFC 4648, padded)"
+        ) from None
+
+
+class Base64File(BaseModel):
+    """A binary file sent inline: {"base64": "..."} in place of its text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base64: str = Field(description="The file's bytes, base64-encoded.")
+
+    @field_validator("base64")
     @classmethod
-    def _output_uris(cls, inputs: list[str] | None) -> list[str] | None:
-        # Bounded here, not in the schema: every tool listing would carry a maxItems.
-        if inputs is not None and len(inputs) > MAX_INPUTS:
-            raise ValueError(f"at most {MAX_INPUTS} inputs")
-        for uri in inputs or []:
-            if parse_output_uri(uri) is None:
-                raise ValueError(
-                    f"input {uri[:100]!r} is not the URI of a file a run wrote "
-                    "(code-exec://executions/ID/outputs/NAME, from a result's files)"
-                )
-        return inputs
+    def _decodes(cls, value: str) -> str:
+        decode_base64(value)
+        return value
+
+    def data(self) -> bytes:
+        """The file's bytes."""
+        return decode_base64(self.base64)
+
+
+FileContent = Text | Base64File
+"""A file sent inline: its text, or {"base64": ...} for binary files."""
+
+
+def file_bytes(content: FileContent) -> bytes:
+    """The bytes a file sent inline stands for."""
+    return content.encode() if isinstance(content, str) else content.data()
 
 
 class ExecuteRequest(RunFields):
     """Run code once in a fresh sandbox, or in a session when session_id is given."""
 
-    files: dict[WorkspacePath, Text] | None = Field(
+    files: dict[WorkspacePath, FileContent] | None = Field(
         default=None,
-        description="Files to write into the workspace /home/user before running: {path: text}.",
+        description=(
+            "Files to write into the workspace /home/user before running: {path: text}, or "
+            '{path: {"base64": ...}} for binary files.'
+        ),
     )
     env: dict[Text, Text] | None = Field(
         default=None, description="Environment variables for this run."
@@ -197,7 +223,6 @@ class Image(BaseModel):
     data: str = Field(description="Base64 of the image bytes.")
 
 
-MAX_INPUTS = 20
 OUTPUTS_DIR = "outputs"  # under /home/user: what a run writes there comes back with its result
 
 

@@ -1,8 +1,6 @@
 """The whole output of a run whose result was cut, read back by lines."""
 
-import re
 from typing import Literal
-from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field
 
@@ -33,22 +31,3 @@ class OutputPage(BaseModel):
     limit: int
     total_lines: int
     text: str
-
-
-_OUTPUT_URI = re.compile(r"^code-exec://executions/(exe_[0-9a-f]{1,64})/outputs/(.{1,1000})$")
-
-
-def output_uri(execution_id: str, name: str) -> str:
-    """The URI (an MCP resource's) of a file a run wrote under outputs/."""
-    return f"code-exec://executions/{execution_id}/outputs/{quote(name, safe='/')}"
-
-
-def parse_output_uri(uri: str) -> tuple[str, str] | None:
-    """(execution_id, name under outputs/) of an output_uri, else None."""
-    match = _OUTPUT_URI.match(uri)
-    if match is None:
-        return None
-    name = unquote(match.group(2))
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        return None
-    return match.group(1), name

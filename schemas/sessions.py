@@ -4,6 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.file_uris import InputList
 from schemas.languages import Language, LanguageName
 from schemas.network import Network
 from schemas.packages import PackageList
@@ -28,6 +29,11 @@ class SessionOptions(BaseModel):
         default=None,
         max_length=64,
         description="With network allowlist: only these of the executor's hosts.",
+    )
+    inputs: InputList = Field(
+        default=None,
+        description="Files to place in the workspace first, by URI: an earlier run's output "
+        "(under its name) or another session's file (under its path).",
     )
 
 

@@ -8,6 +8,7 @@ definitions) with files as a list, since OpenAI's strict mode forbids open objec
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.execution import ExecuteRequest, RunFields
+from schemas.file_uris import InputList
 from schemas.files import FileArg
 from schemas.languages import LanguageName
 from schemas.network import Network
@@ -25,7 +26,7 @@ class RunCodeArgs(RunFields):
 
     def to_request(self) -> ExecuteRequest:
         """The executor request these (already validated) arguments stand for."""
-        files = {f.path: f.content for f in self.files} if self.files else None
+        files = {f.path: f.inline() for f in self.files} if self.files else None
         return ExecuteRequest.of(self, files=files)
 
 
@@ -35,10 +36,9 @@ class OpenSessionArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: LanguageName | None = None
-    packages: PackageList = Field(
-        default=None, description="Packages to install first."
-    )
+    packages: PackageList = Field(default=None, description="Packages to install first.")
     network: Network | None = None
+    inputs: InputList = None
 
 
 class CloseSessionArgs(BaseModel):

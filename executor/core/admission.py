@@ -10,7 +10,7 @@ import tiktoken
 from executor.config import ExecutorSettings
 from executor.core.tokens import get_encoding
 from executor.errors import InvalidRequest, PayloadTooLarge
-from schemas.execution import ExecuteRequest
+from schemas.execution import ExecuteRequest, file_bytes
 
 
 @dataclass(frozen=True)
@@ -30,9 +30,7 @@ def admit(request: ExecuteRequest, settings: ExecutorSettings) -> RunPlan:
             f"code is {size} bytes, above the limit of {settings.max_code_bytes} bytes; "
             "send large data as a file instead"
         )
-    files_size = sum(
-        len(c.encode("utf-8", errors="surrogatepass")) for c in (request.files or {}).values()
-    )
+    files_size = sum(len(file_bytes(c)) for c in (request.files or {}).values())
     if files_size > settings.max_file_bytes:
         raise PayloadTooLarge(
             f"files total {files_size} bytes, above the limit of {settings.max_file_bytes}"

@@ -24,14 +24,21 @@ from executor.core.pool import WarmPool
 from executor.core.results import Shaping
 from executor.core.sessions import Session, SessionManager
 from executor.core.tokens import get_encoding
-from executor.errors import InvalidRequest, PayloadTooLarge, SandboxFailure, SessionLost
+from executor.errors import (
+    ExecutorError,
+    InvalidRequest,
+    PayloadTooLarge,
+    SandboxFailure,
+    SessionLost,
+)
 from executor.interface import Download, OutputCallback
-from schemas.execution import OUTPUTS_DIR, ExecuteRequest, ExecuteResult
+from schemas.execution import OUTPUTS_DIR, ExecuteRequest, ExecuteResult, file_bytes
+from schemas.file_uris import FileRef, SessionFileRef, parse_input
 from schemas.files import FileInfo
 from schemas.health import Health
 from schemas.languages import Language
 from schemas.network import NetworkGrant
-from schemas.outputs import OutputPage, OutputQuery, parse_output_uri
+from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -231,10 +238,8 @@ class Executor:
             check_packages(request.packages, place.language, network.level)
         try:
             for path, content in (request.files or {}).items():
-                await place.sandbox.write_file(path, content.encode())
-            for uri in request.inputs or []:
-                name = (parse_output_uri(uri) or ("", uri))[1]
-                await place.sandbox.write_file(name, await self._output_bytes(uri, user))
+                await place.sandbox.write_file(path, file_bytes(content))
+            await self._place_inputs(place.sandbox, request.inputs, user)
             if request.packages:
                 failed = await install(
                     place.sandbox,
@@ -264,17 +269,29 @@ class Executor:
                 raise self.sessions.ended_error(session) from exc
             raise
 
-    async def _output_bytes(self, uri: str, user: str) -> bytes:
-        """The bytes of a file one of the user's runs wrote (a code-exec:// output URI)."""
-        parsed = parse_output_uri(uri)
-        if parsed is None:
-            raise InvalidRequest(f"{uri[:100]!r} is not the URI of a run's output")
-        execution_id, name = parsed
+    async def _place_inputs(self, sandbox: Sandbox, inputs: list[str] | None, user: str) -> None:
+        """Write the files `inputs` names (the user's outputs and session files) into the
+        sandbox, one at a time (at most one file's bytes in memory)."""
+        for uri in inputs or []:
+            ref = parse_input(uri)
+            if ref is None:
+                raise InvalidRequest(f"{uri[:100]!r} is not the URI of a file code-exec keeps")
+            await sandbox.write_file(ref.placed_as, await self._input_bytes(ref, user))
+
+    async def _input_bytes(self, ref: FileRef, user: str) -> bytes:
+        """The bytes of one of the user's files: a run's output, or a file of a session."""
+        limit = self.settings.max_file_bytes
+        if isinstance(ref, SessionFileRef):
+            session = self.sessions.get(ref.session_id, user)
+            try:
+                return await session.sandbox.read_file(ref.path, limit)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc)) from exc
         file, _ = await asyncio.to_thread(
-            self.outputs.open_file, execution_id, f"{OUTPUTS_DIR}/{name}", user
+            self.outputs.open_file, ref.execution_id, f"{OUTPUTS_DIR}/{ref.name}", user
         )
         with file:
-            return await asyncio.to_thread(file.read, self.settings.max_file_bytes + 1)
+            return await asyncio.to_thread(file.read, limit + 1)
 
     def _network_ceiling(self) -> NetworkGrant:
         return NetworkGrant(self.settings.network, tuple(self.settings.network_allowlist))
@@ -327,6 +344,15 @@ class Executor:
                 await self.sessions.close(session.session_id, user, "its packages failed")
                 assert failed.error is not None
                 raise InvalidRequest(f"the session was not opened: {failed.error.value}")
+        if options.inputs:
+            try:
+                async with session.lock:
+                    await self._place_inputs(session.sandbox, options.inputs, user)
+            except ExecutorError as exc:
+                await self.sessions.close(session.session_id, user, "an input was not placed")
+                raise type(exc)(
+                    f"the session was not opened: {exc.message}", retry_after=exc.retry_after
+                ) from exc
         return session.info(self.settings)
 
     async def get_session(self, session_id: str, user: str) -> SessionInfo:

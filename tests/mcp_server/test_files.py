@@ -49,3 +49,63 @@ async def test_a_runs_files_are_links_its_user_can_read(make_executor: Any) -> N
     async with create_connected_server_and_client_session(bob) as session:
         with pytest.raises(McpError, match="only for the user who ran it"):
             await session.read_resource(uri)
+
+
+async def test_session_files_are_resources_of_their_owner_announced_when_runs_change_them(
+    make_executor: Any,
+) -> None:
+    executor = await make_executor()
+    alice = CodeExecServer(executor, ToolSet(), lambda ctx: "alice")
+    changes: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ResourceListChangedNotification
+        ):
+            changes.append("list_changed")
+
+    async with create_connected_server_and_client_session(
+        alice, message_handler=on_message
+    ) as session:
+        init = alice.options()
+        assert init.capabilities.resources is not None
+        assert init.capabilities.resources.listChanged is True
+        opened = await session.call_tool("open_session", {})
+        sid = opened.structuredContent["session_id"]  # type: ignore[index]
+        assert changes == []  # an empty workspace: the list did not change
+        write = "open('report.md', 'w').write('# done\\n'); open('.secret', 'w').write('x')"
+        await session.call_tool("run_code", {"code": write, "session_id": sid})
+        assert changes == ["list_changed"]
+        listed = (await session.list_resources()).resources
+        assert [(r.name, r.mimeType, r.size) for r in listed] == [("report.md", "text/markdown", 7)]
+        uri = listed[0].uri
+        assert str(uri) == f"code-exec://sessions/{sid}/files/report.md"
+        read = await session.read_resource(uri)
+        assert isinstance(read.contents[0], types.TextResourceContents)
+        assert read.contents[0].text == "# done\n"
+        await session.call_tool("run_code", {"code": "x = 1", "session_id": sid})
+        assert changes == ["list_changed"]  # no file changed
+        templates = (await session.list_resource_templates()).resourceTemplates
+        assert {t.uriTemplate for t in templates} == {
+            "code-exec://sessions/{session_id}/files/{path}",
+            "code-exec://executions/{execution_id}/outputs/{name}",
+        }
+        # By reference: a stateless run reads the session's file without it being pasted.
+        used = await session.call_tool(
+            "run_code", {"code": "print(open('report.md').read())", "inputs": [str(uri)]}
+        )
+        assert "# done" in used.content[0].text, used  # type: ignore[union-attr]
+        bob = CodeExecServer(executor, ToolSet(), lambda ctx: "bob")
+        async with create_connected_server_and_client_session(bob) as other:
+            assert (await other.list_resources()).resources == []
+            with pytest.raises(McpError, match="session") as caught:
+                await other.read_resource(uri)
+            assert caught.value.error.code == -32002
+            stolen = await other.call_tool("run_code", {"code": "1", "inputs": [str(uri)]})
+            assert stolen.isError
+        await session.call_tool("close_session", {"session_id": sid})
+        assert changes == ["list_changed", "list_changed"]
+        assert (await session.list_resources()).resources == []
+        with pytest.raises(McpError) as gone:
+            await session.read_resource(uri)
+        assert gone.value.error.code == -32002

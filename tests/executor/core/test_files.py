@@ -2,6 +2,8 @@
 comes back with the result and is downloadable by its owner only, in process and through
 the executor's HTTP API, with real sandboxes."""
 
+import base64
+import hashlib
 from typing import Any
 
 import pytest
@@ -10,9 +12,18 @@ from pydantic import ValidationError
 from executor.clients.http import HttpClient
 from executor.errors import NotFound
 from schemas.execution import ExecuteRequest
+from schemas.file_uris import (
+    OutputRef,
+    SessionFileRef,
+    output_uri,
+    parse_file_uri,
+    parse_input,
+    session_file_uri,
+)
 from schemas.languages import Language
-from schemas.outputs import output_uri
 from schemas.render import render_result
+from schemas.sessions import SessionOptions
+from schemas.tools import RunCodeArgs
 from tests.executor.conftest import TOKEN, ExecutorProcess
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -104,10 +115,94 @@ async def test_a_later_run_takes_an_output_by_reference(make_executor: Any) -> N
         await executor.execute(ExecuteRequest(code="1", inputs=[uri]), "bob")
 
 
-def test_an_input_is_an_output_uri() -> None:
-    with pytest.raises(ValidationError, match="not the URI of a file a run wrote"):
-        ExecuteRequest(code="1", inputs=["file:///etc/passwd"])
-    with pytest.raises(ValidationError, match="not the URI of a file a run wrote"):
-        ExecuteRequest(code="1", inputs=["code-exec://executions/exe_00/outputs/../../x"])
+def test_an_input_is_the_uri_of_a_file_code_exec_keeps() -> None:
+    bad = [
+        "file:///etc/passwd",
+        "code-exec://executions/exe_00/outputs/../../x",
+        "code-exec://sessions/ses_abc/files/../../etc/passwd",
+        "code-exec://sessions/ses_abc/files/a/%2e%2e/%2e%2e/b",
+        "code-exec://sessions/ses_abc/files/a%00b",
+        "code-exec://sessions/../files/x",
+    ]
+    for uri in bad:
+        with pytest.raises(ValidationError, match="not the URI of a file code-exec keeps"):
+            ExecuteRequest(code="1", inputs=[uri])
+    assert parse_file_uri(session_file_uri("ses_a-b_c", "data/my file.csv")) == SessionFileRef(
+        "ses_a-b_c", "data/my file.csv"
+    )
+    # The download URLs a Chat or Responses message names files by: read by path, not fetched.
+    url = "https://api.example/v1/executions/exe_0a/files/outputs/a%20b.csv?signature=x.y.z"
+    assert parse_input(url) == OutputRef("exe_0a", "a b.csv")
+    url = "http://127.0.0.1:8000/v1/sessions/ses_x/files/data/rows.csv"
+    assert parse_input(url) == SessionFileRef("ses_x", "data/rows.csv")
+    for url in (
+        "https://example.org/data.csv",
+        "https://api.example/v1/executions/exe_0a/files/outputs/%2e%2e/x",
+        "https://api.example/v1/executions/exe_0a/files/image-0.png",
+    ):
+        with pytest.raises(ValidationError, match="code-exec fetches no URL"):
+            ExecuteRequest(code="1", inputs=[url])
     with pytest.raises(ValidationError, match="at most 20 inputs"):
         ExecuteRequest(code="1", inputs=[output_uri("exe_00", f"f{i}") for i in range(21)])
+
+
+async def test_a_sessions_file_is_an_input_of_its_owners_runs_and_sessions(
+    make_executor: Any,
+) -> None:
+    executor = await make_executor()
+    first = await executor.open_session(Language.PYTHON, "alice")
+    await executor.execute(
+        ExecuteRequest(
+            code="open('data/rows.csv', 'w').write('x\\n1\\n2\\n')",
+            session_id=first.session_id,
+            files={"data/.keep": ""},
+        ),
+        "alice",
+    )
+    uri = session_file_uri(first.session_id, "data/rows.csv")
+    stateless = await executor.execute(
+        ExecuteRequest(code="open('data/rows.csv').read().split()", inputs=[uri]), "alice"
+    )
+    assert stateless.value == "['x', '1', '2']", stateless
+    second = await executor.open_session(Language.PYTHON, "alice", SessionOptions(inputs=[uri]))
+    seeded = await executor.execute(
+        ExecuteRequest(code="len(open('data/rows.csv').read())", session_id=second.session_id),
+        "alice",
+    )
+    assert seeded.value == "6", seeded
+    with pytest.raises(NotFound):
+        await executor.execute(ExecuteRequest(code="1", inputs=[uri]), "bob")
+    with pytest.raises(NotFound, match="the session was not opened"):
+        await executor.open_session(Language.PYTHON, "bob", SessionOptions(inputs=[uri]))
+    assert await executor.list_sessions("bob") == []
+    missing = session_file_uri(first.session_id, "nope.txt")
+    with pytest.raises(NotFound):
+        await executor.execute(ExecuteRequest(code="1", inputs=[missing]), "alice")
+
+
+async def test_binary_files_travel_inline_as_base64(make_executor: Any) -> None:
+    executor = await make_executor()
+    blob = bytes(range(256)) * 3
+    request = ExecuteRequest.model_validate(
+        {
+            "code": "import hashlib\nhashlib.sha256(open('in/blob.bin','rb').read()).hexdigest()",
+            "files": {"in/blob.bin": {"base64": base64.encodebytes(blob).decode()}, "t.txt": "hi"},
+        }
+    )
+    result = await executor.execute(request, "alice")
+    assert result.value == repr(hashlib.sha256(blob).hexdigest()), result
+    args = RunCodeArgs.model_validate(
+        {
+            "code": "open('b.bin','rb').read()",
+            "files": [
+                {"path": "b.bin", "content": base64.b64encode(b"\x00\xff").decode(), "base64": True}
+            ],
+        }
+    )
+    assert (await executor.execute(args.to_request(), "alice")).value == "b'\\x00\\xff'"
+    with pytest.raises(ValidationError, match="is not base64"):
+        ExecuteRequest.model_validate({"code": "1", "files": {"a": {"base64": "not base64!"}}})
+    with pytest.raises(ValidationError, match="content of 'b.bin' is not base64"):
+        RunCodeArgs.model_validate(
+            {"code": "1", "files": [{"path": "b.bin", "content": "@@", "base64": True}]}
+        )
