@@ -18,6 +18,7 @@ if __name__ == "__main__":
         "bench.load_bench",
         "bench.hostile_bench",
         "bench.packages_bench",
+        "bench.files_flows",
     ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")

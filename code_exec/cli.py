@@ -150,7 +150,12 @@ def _mcp(args: argparse.Namespace) -> int:
             idle = max(executor_settings.session_idle_ttl_s, 60.0) + 60.0
             # Reached (started when none runs) in the background: `initialize` is answered now.
             local = functools.partial(ensure_local_executor, executor_settings, idle)
-        anyio.run(serve_stdio, connect(settings, executor_settings, local=local), args.user)
+        anyio.run(
+            serve_stdio,
+            connect(settings, executor_settings, local=local),
+            args.user,
+            args.resource_links,
+        )
     except RuntimeError as exc:
         print(f"code-exec: {exc}", file=sys.stderr)
         return 2
@@ -271,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     mcp.add_argument("--executor-url", default=None, help="a remote executor (else in process)")
     mcp.add_argument("--user", default="local", help="who owns the sessions (default local)")
+    mcp.add_argument(
+        "--no-resource-links",
+        dest="resource_links",
+        action="store_false",
+        help="name output files in the text only, without resource_link blocks (for clients "
+        "that hand them to a model provider as URLs, such as langchain-mcp-adapters)",
+    )
     mcp.add_argument(
         "--in-process",
         action="store_true",

@@ -244,13 +244,17 @@ def output_routes(
     prefix: str,
     client: Callable[..., Awaitable[ExecutorClient]],
     user: Callable[..., Awaitable[str]],
+    file_user: Callable[..., Awaitable[str]] | None = None,
     **router_options: Any,
 ) -> APIRouter:
     """What runs leave behind, their owner only: {prefix}/{execution_id}/output (lines of the
-    whole output of a cut result) and {prefix}/{execution_id}/files/{name} (a figure)."""
+    whole output of a cut result) and {prefix}/{execution_id}/files/{name} (a figure). The file
+    route asks file_user, when given, who is downloading (the API host also takes a signed URL
+    there), else user."""
     router = APIRouter(**router_options)
     ClientDep = Annotated[ExecutorClient, Depends(client)]  # noqa: N806
     UserDep = Annotated[str, Depends(user)]  # noqa: N806
+    FileUserDep = Annotated[str, Depends(file_user or user)]  # noqa: N806
 
     @router.get(f"{prefix}/{{execution_id}}/output", response_model=OutputPage)
     async def execution_output(
@@ -267,7 +271,7 @@ def output_routes(
 
     @router.get(f"{prefix}/{{execution_id}}/files/{{name:path}}")
     async def execution_file(
-        execution_id: str, name: str, client: ClientDep, user: UserDep
+        execution_id: str, name: str, client: ClientDep, user: FileUserDep
     ) -> StreamingResponse:
         """A file a run made and the executor kept (a figure: image-0.png; what it wrote in
         outputs/: outputs/report.csv), its owner only."""

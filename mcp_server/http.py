@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, AuthorizationContext
@@ -86,6 +87,14 @@ class _SessionManager(StreamableHTTPSessionManager):
         return transport
 
 
+def _resource_links(ctx: RequestContext[Any, Any, Any]) -> bool:
+    """Whether a connection takes resource_link blocks: yes, unless its URL says
+    ?resource_links=false (a client that hands them to a model provider as URLs)."""
+    scope: Scope | None = getattr(ctx.request, "scope", None)
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1")) if scope else {}
+    return query.get("resource_links", ["true"])[-1].lower() not in ("false", "0", "no")
+
+
 class McpHttp:
     """ASGI app: the host's user, then the MCP transport."""
 
@@ -111,7 +120,7 @@ class McpHttp:
                 raise Unauthorized("no HTTP request behind this MCP call")
             return self.user_of(scope)
 
-        server = CodeExecServer(client, tools, user_of)
+        server = CodeExecServer(client, tools, user_of, _resource_links)
         self.manager = _SessionManager(server, self.events)
 
     @asynccontextmanager

@@ -27,6 +27,7 @@ import anyio
 from mcp import types
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp.shared.context import RequestContext
 from mcp.shared.exceptions import McpError
@@ -46,6 +47,8 @@ INSTRUCTIONS = (
 )
 
 UserOf = Callable[[RequestContext[Any, Any, Any]], str]
+LinksOf = Callable[[RequestContext[Any, Any, Any]], bool]
+"""Whether a connection takes resource_link blocks (else files are named in the text only)."""
 # MCP's error for an unknown resource; what one resources/read may bring into memory.
 RESOURCE_NOT_FOUND = -32002
 MAX_READ_BYTES = 16 * 1024 * 1024
@@ -94,11 +97,18 @@ def tool_definition(tools: ToolSet, tool: AnyTool) -> types.Tool:
 class CodeExecServer(Server[Any, Any]):
     """A low-level MCP server over a ToolSet and an executor client."""
 
-    def __init__(self, client: ExecutorClient, tools: ToolSet, user_of: UserOf) -> None:
+    def __init__(
+        self,
+        client: ExecutorClient,
+        tools: ToolSet,
+        user_of: UserOf,
+        links_of: LinksOf = lambda ctx: True,
+    ) -> None:
         super().__init__("code-exec", version="0.1.0", instructions=INSTRUCTIONS)
         self.client = client
         self.tools = tools
         self.user_of = user_of
+        self.links_of = links_of
         self._definitions = [tool_definition(tools, tool) for tool in tools]
         # The level each connection asked for; forgotten with the connection.
         self._log_levels: WeakKeyDictionary[ServerSession, types.LoggingLevel] = WeakKeyDictionary()
@@ -113,9 +123,21 @@ class CodeExecServer(Server[Any, Any]):
         self.list_resource_templates()(self._list_resource_templates)  # type: ignore[no-untyped-call]
         self.read_resource()(self._read_resource)  # type: ignore[no-untyped-call]
 
-    def options(self) -> Any:
+    def options(self) -> InitializationOptions:
         """Initialization options (tools, resources with list_changed, logging)."""
-        return self.create_initialization_options(NotificationOptions(resources_changed=True))
+        return self.create_initialization_options()
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        """As the SDK makes them, saying resources/list changes are announced (the HTTP
+        transport's session manager calls this itself)."""
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(resources_changed=True),
+            experimental_capabilities,
+        )
 
     async def _set_logging_level(self, level: types.LoggingLevel) -> None:
         self._log_levels[self.request_context.session] = level
@@ -177,6 +199,7 @@ class CodeExecServer(Server[Any, Any]):
                 size=f.size,
             )
             for f in outcome.files
+            if self.links_of(self.request_context)
         ]
         if await self._files_changed(outcome.effect, user):
             await self._announce_resources(user)
@@ -195,7 +218,8 @@ class CodeExecServer(Server[Any, Any]):
         packages a session installed live under .local), none when it has closed meanwhile."""
         try:
             listed = await self.client.list_files(session_id, user)
-        except NotFound:
+        except ExecutorError as exc:  # closed meanwhile, lost: the call's result still goes back
+            log.info("session %s: files not listed: %s", session_id[:12], exc.message)
             return []
         return [
             f
@@ -283,7 +307,7 @@ class CodeExecServer(Server[Any, Any]):
                     ref.execution_id, f"outputs/{ref.name}", user
                 )
             else:
-                where = f"GET /v1/sessions/{ref.session_id}/files/{ref.path}"
+                where = f"GET /v1/code_interpreter/sessions/{ref.session_id}/files/{ref.path}"
                 name = ref.path
                 download = await self.client.download_file(ref.session_id, user, ref.path)
         except NotFound as exc:

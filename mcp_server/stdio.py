@@ -53,11 +53,13 @@ async def _cancellable_stdin() -> _Lines | None:
 
 
 async def serve_stdio(
-    connect: AbstractAsyncContextManager[tuple[ExecutorClient, ToolSet]], user: str
+    connect: AbstractAsyncContextManager[tuple[ExecutorClient, ToolSet]],
+    user: str,
+    resource_links: bool = True,
 ) -> None:
     """Serve one client on stdin/stdout until it disconnects; then close everything."""
     async with connect as (client, tools):
-        server = CodeExecServer(client, tools, lambda ctx: user)
+        server = CodeExecServer(client, tools, lambda ctx: user, lambda ctx: resource_links)
         async with anyio.create_task_group() as group:
 
             async def stop_on_signal() -> None:

@@ -30,6 +30,7 @@ from openai_tools import seed_rest, seed_stream, tool_routes
 from openai_tools.auth import MCP_PATH, METADATA_PATH, Authenticator, AuthMiddleware, require_user
 from openai_tools.config import ApiSettings
 from openai_tools.deps import AuthDep, ClientDep
+from openai_tools.signed_urls import UrlSigner
 from schemas.text import Text
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def create_api_app(settings: ApiSettings, connect: Connect) -> FastAPI:
     )
     app.state.settings = settings
     app.state.auth = auth
+    app.state.signer = UrlSigner.of(settings)
     app.state.ws_hub = seed_stream.WsHub()
     # Added innermost first: a request meets CORS, then the body limit, then authentication.
     app.add_middleware(AuthMiddleware, auth=auth, public=PUBLIC_ROUTES)

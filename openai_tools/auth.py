@@ -18,10 +18,13 @@ again for an unknown key id at most every 30 s, and not at all for 5 s after a f
 AuthMiddleware reads the credentials of every HTTP and WebSocket request once (the
 Authorization header, or ?token= on a WebSocket, which browsers cannot give headers) and
 leaves the verdict in the ASGI scope; routes, the WebSocket endpoint and the MCP front-end
-ask require_user for it. Public routes simply never ask. Every 401 carries a challenge that
-names this server's protected resource metadata (RFC 9728), where clients find the
-authorization servers. API keys are configured as sha256 digests and exchanged for
-short-lived tokens; a keys file is read again when it changes.
+ask require_user for it. Public routes simply never ask. A GET without credentials but with
+?signature= (a signed download URL, which a browser follows) goes on to its route too: the
+download route checks the signature against the file it serves (deps.download_user); every
+other route asks require_user, which refuses it as the middleware would have. Every 401
+carries a challenge that names this server's protected resource metadata (RFC 9728), where
+clients find the authorization servers. API keys are configured as sha256 digests and
+exchanged for short-lived tokens; a keys file is read again when it changes.
 """
 
 import functools
@@ -439,7 +442,8 @@ class AuthMiddleware:
 
     An HTTP request without a user is answered 401 here, before its body is read, unless it is
     for one of the public routes: a caller with no token cannot make the server hold a body.
-    Every 401 answer (here or from a route) carries this server's challenge.
+    Every 401 answer (here or from a route) carries this server's challenge. A GET that brings
+    a signature and no credentials is let through: its route decides (see the module's doc).
     """
 
     def __init__(
@@ -463,6 +467,7 @@ class AuthMiddleware:
             verdict.user is None
             and scope["method"] != "OPTIONS"
             and (scope["method"], scope["path"]) not in self.public
+            and not _signed_get(scope, verdict)
         ):
             error = verdict.error or Unauthorized("invalid credentials")
             challenge = self.auth.challenge(scope, verdict)
@@ -482,6 +487,22 @@ class AuthMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_challenged)
+
+
+# The one route a signature opens (a kept file's download): no other route is let through
+# without credentials, whether or not it would ask for a user itself.
+_SIGNED_PATH = re.compile(r"^(?:/v1)?/executions/[^/]+/files/.+$")
+
+
+def _signed_get(scope: Scope, verdict: Verdict) -> bool:
+    """Whether a request is a GET of a download with ?signature= and no credentials at all
+    (a signed URL)."""
+    if scope["method"] != "GET" or verdict.user is not None or verdict.code is not None:
+        return False
+    if not _SIGNED_PATH.match(scope["path"]):
+        return False
+    raw = scope.get("query_string", b"")
+    return len(raw) <= 2 * MAX_CREDENTIALS_CHARS and "signature" in parse_qs(raw.decode("latin-1"))
 
 
 def require_user(scope: Scope) -> str:

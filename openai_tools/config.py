@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from executor.config import ClientSettings
-from openai_tools.dev_secret import dev_secret, dev_secret_path
+from openai_tools.dev_secret import MIN_SECRET_CHARS, dev_secret, dev_secret_path
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 MAX_ISSUER_CHARS = 128
@@ -138,9 +138,38 @@ class ApiSettings(ClientSettings):
 
     cors_origins: list[str] = Field(default_factory=list)
 
+    url_signing_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HS256 key of signed download URLs (at least 32 characters, not the JWT secret). "
+            "Unset, one is made once and kept in the state dir; several API replicas must "
+            "share one: set it to the same value on each, or a URL one made fails on another."
+        ),
+    )
+    download_url_ttl_s: int = Field(
+        default=300, gt=0, description="How long a signed download URL works, unless asked."
+    )
+    max_download_url_ttl_s: int = Field(
+        default=3600, gt=0, description="The longest a caller may ask a signed URL to work."
+    )
+    tool_result_urls: Literal["bearer", "signed"] = Field(
+        default="bearer",
+        description=(
+            "The file links in /v1/tools/call results: 'bearer' (fetched with the user's "
+            "token) or 'signed' (work without one until download_url_ttl_s has passed)."
+        ),
+    )
+
     _dev_secret_file: Path | None = PrivateAttr(default=None)
 
-    @field_validator("public_url", "oauth_issuer", "oauth_jwks_url", "api_keys_file", mode="before")
+    @field_validator(
+        "public_url",
+        "oauth_issuer",
+        "oauth_jwks_url",
+        "api_keys_file",
+        "url_signing_key",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `CODE_EXEC_PUBLIC_URL=` left blank (as in deploy/.env.example) sets nothing.
@@ -219,10 +248,33 @@ class ApiSettings(ClientSettings):
                 f"CODE_EXEC_API_KEYS_FILE {self.api_keys_file} is not a file: create it (one "
                 "'user sha256-hex' line per key, as `code-exec key create` prints them)"
             )
+        self._check_url_signing()
         super().check()
         if "*" in self.cors_origins:
             raise RuntimeError(
                 "CODE_EXEC_CORS_ORIGINS may not be '*': name the origins (credentials are sent)"
+            )
+
+    def _check_url_signing(self) -> None:
+        if self.download_url_ttl_s > self.max_download_url_ttl_s:
+            raise RuntimeError(
+                f"CODE_EXEC_DOWNLOAD_URL_TTL_S ({self.download_url_ttl_s}) is above "
+                f"CODE_EXEC_MAX_DOWNLOAD_URL_TTL_S ({self.max_download_url_ttl_s}): lower it, "
+                "or raise the maximum"
+            )
+        if self.url_signing_key is None:
+            return
+        key = self.url_signing_key.get_secret_value()
+        if len(key) < MIN_SECRET_CHARS:
+            raise RuntimeError(
+                f"CODE_EXEC_URL_SIGNING_KEY has {len(key)} characters: set a random key of at "
+                f"least {MIN_SECRET_CHARS} (python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'), or unset it to have one kept in the state dir"
+            )
+        if self.jwt_secret is not None and key == self.jwt_secret.get_secret_value():
+            raise RuntimeError(
+                "CODE_EXEC_URL_SIGNING_KEY is the JWT secret: give download URLs a key of their "
+                "own, so that neither kind of token can stand in for the other"
             )
 
     def _check_oauth(self) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from schemas.execution import ExecuteResult
+from schemas.file_uris import output_uri
 
 
 class NamedFile(Protocol):
@@ -18,17 +19,18 @@ class NamedFile(Protocol):
     mime_type: str
 
 
-def files_line(files: Sequence[NamedFile], urls: Sequence[str] | None = None) -> str:
-    """The line naming a run's output files: as returned beside the text, or with the URLs a
-    front-end that carries only text gives them."""
-    if urls is None:
-        listed = ", ".join(f"{f.name} ({f.size:,} bytes, {f.mime_type})" for f in files)
-        return f"files in outputs/ (returned separately): {listed}"
-    listed = ", ".join(
-        f"{f.name} ({f.size:,} bytes, {f.mime_type}) {url}"
-        for f, url in zip(files, urls, strict=True)
+BEARER_URLS = "fetch with your bearer token"
+URIS = "read by URI"
+
+
+def files_line(files: Sequence[NamedFile], links: Sequence[str], how: str = URIS) -> str:
+    """The lines naming a run's output files, each with its link (its code-exec:// URI, or the
+    URL a front-end that carries only text gives it), and how the links are used."""
+    listed = "".join(
+        f"\n- {f.name} ({f.size:,} bytes, {f.mime_type}) {link}"
+        for f, link in zip(files, links, strict=True)
     )
-    return f"files in outputs/, fetch with your bearer token: {listed}"
+    return f"files in outputs/ ({how}; a link in inputs gives a later run the file):{listed}"
 
 
 def status_line(result: ExecuteResult) -> str:
@@ -71,7 +73,8 @@ def render_result(result: ExecuteResult) -> str:
     if result.images:
         lines.append(f"images: {len(result.images)} PNG (returned separately)")
     if result.files:
-        lines.append(files_line(result.files))
+        uris = [output_uri(result.execution_id, f.name) for f in result.files]
+        lines.append(files_line(result.files, uris))
     if len(lines) == 1 and result.exit_code == 0:
         lines.append("(no output)")
     return "\n".join(lines)

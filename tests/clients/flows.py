@@ -19,6 +19,19 @@ ROWS = "for i in range(3000):\n    print(f'row {i}')"
 C_SOURCE = '#include <stdio.h>\nint main(void) { printf("%d\\n", 6 * 7); return 0; }'
 MARKER = re.compile(r"read_output\(execution_id='([^']+)', stream='(\w+)', offset=(\d+)\)")
 SESSION_ID = re.compile(r"session_id: (\S+)")
+CHART = (
+    "import os\nimport matplotlib.pyplot as plt\nos.makedirs('outputs', exist_ok=True)\n"
+    "plt.plot([1, 2, 4])\nplt.savefig('outputs/chart.png')\nplt.savefig('outputs/chart.pdf')\n"
+    "plt.close()"
+)
+CSV_OUT = "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/clean.csv', 'w').write('n\\n40\\n2\\n')"
+CSV_IN = "import csv\nprint(sum(int(row['n']) for row in csv.DictReader(open('clean.csv'))))"
+# How a result names a file for later runs: its code-exec:// URI (MCP), or its download URL
+# (Chat and Responses messages); either is an input.
+CSV_REF = re.compile(
+    r"(code-exec://executions/[^\s'\"]+/outputs/clean\.csv|https?://[^\s'\"]+/outputs/clean\.csv"
+    r"(?:\?[^\s'\"]*)?)"
+)
 # Printed 42, seen as text ("stdout:\n42") or as structured data ("stdout: 42\n").
 SIX_TIMES_SEVEN = r"stdout:\s42\b"
 
@@ -90,6 +103,12 @@ def _session(text: str, memory: Memory) -> None:
     memory["session_id"] = found.group(1)
 
 
+def _csv(text: str, memory: Memory) -> None:
+    found = CSV_REF.search(text)
+    assert found, f"no reference to clean.csv in {text!r}"
+    memory["csv"] = found.group(1)
+
+
 def _read_back(memory: Memory) -> Args:
     return {
         "execution_id": memory["execution_id"],
@@ -126,11 +145,24 @@ FIRST = [
         remember=_marker,
     ),
     Step("cut output read back", "read_output", _read_back, ("row {offset}\nrow {next}",)),
+    Step(
+        "files: a chart as PNG and PDF",
+        "run_code",
+        {"code": CHART},
+        (r"chart\.png", "image/png", r"chart\.pdf", "application/pdf"),
+    ),
+    Step("files: a CSV made", "run_code", {"code": CSV_OUT}, ("clean.csv",), remember=_csv),
     Step("open session", "open_session", {}, ("session_id: ",), remember=_session),
     Step("session state", "run_code", _in_session("x = 41")),
 ]
 SECOND = [
     Step("session across connections", "run_code", _in_session("print(x + 1)"), (SIX_TIMES_SEVEN,)),
+    Step(
+        "files: the CSV read by reference",
+        "run_code",
+        lambda memory: {"code": CSV_IN, "inputs": [memory["csv"]]},
+        (SIX_TIMES_SEVEN,),
+    ),
     Step(
         "close session",
         "close_session",

@@ -58,15 +58,16 @@ class ScriptedChat(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def connection(where: Stdio | Http) -> dict[str, Any]:
+def connection(where: Stdio | Http, resource_links: bool = False) -> dict[str, Any]:
+    """The server as the README configures it for LangChain: without resource_link blocks,
+    which langchain-mcp-adapters 0.3 turns into image or file blocks whose URL is the
+    resource's URI (code-exec://...), a URL no model provider can fetch
+    (langchain-ai/langchain-mcp-adapters#591: the agent run ends at the next model call)."""
     if isinstance(where, Stdio):
-        return {
-            "transport": "stdio",
-            "command": where.command,
-            "args": where.args,
-            "env": where.env,
-        }
-    return {"transport": "streamable_http", "url": where.url, "headers": where.headers}
+        args = where.args if resource_links else [*where.args, "--no-resource-links"]
+        return {"transport": "stdio", "command": where.command, "args": args, "env": where.env}
+    url = where.url if resource_links else f"{where.url}?resource_links=false"
+    return {"transport": "streamable_http", "url": url, "headers": where.headers}
 
 
 async def play(where: Stdio | Http) -> Play:
@@ -89,3 +90,24 @@ async def test_every_flow_over_stdio(stdio: Stdio) -> None:
 
 async def test_every_flow_over_streamable_http(http: Http) -> None:
     await play(http)
+
+
+async def test_why_langchain_is_served_without_resource_links(http: Http) -> None:
+    """With resource_link blocks, langchain-mcp-adapters hands the model provider a URL block
+    of each output file's code-exec:// URI; served as the README says, the file is named in
+    the text, with a URI a later run's inputs take."""
+    client = MultiServerMCPClient({"code-exec": connection(http, resource_links=True)})  # type: ignore[dict-item]
+    [run_code] = [t for t in await client.get_tools() if t.name == "run_code"]
+    code = (
+        "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/a.png', 'wb').write(b'x')"
+    )
+    call = {"name": "run_code", "args": {"code": code}, "id": "c1", "type": "tool_call"}
+    linked = await run_code.ainvoke(call)
+    urls = [b.get("url") for b in linked.content if isinstance(b, dict) and b["type"] == "image"]
+    assert len(urls) == 1 and urls[0].startswith("code-exec://executions/"), linked.content
+    client = MultiServerMCPClient({"code-exec": connection(http)})  # type: ignore[dict-item]
+    [run_code] = [t for t in await client.get_tools() if t.name == "run_code"]
+    plain = await run_code.ainvoke(call)
+    assert (
+        seen(plain).images == 0 and "- a.png (1 bytes, image/png) code-exec://" in seen(plain).text
+    )

@@ -4,16 +4,18 @@ of tests/clients/flows.py: each episode is a new connection (a new process over 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.session import MessageHandlerFnT
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
-from tests.clients.flows import EPISODES, Play, Seen
+from tests.clients.flows import EPISODES, SESSION_ID, Play, Seen
 from tests.clients.servers import (
     Http,
     Stdio,
@@ -38,18 +40,23 @@ def seen(result: types.CallToolResult) -> Seen:
 
 
 @asynccontextmanager
-async def connect(where: Stdio | Http) -> AsyncIterator[ClientSession]:
+async def connect(
+    where: Stdio | Http, on_message: MessageHandlerFnT | None = None
+) -> AsyncIterator[ClientSession]:
     """An initialized session over stdio (a new process) or streamable HTTP."""
     if isinstance(where, Stdio):
         params = StdioServerParameters(command=where.command, args=where.args, env=where.env)
-        async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        async with (
+            stdio_client(params) as (read, write),
+            ClientSession(read, write, message_handler=on_message) as session,
+        ):
             await session.initialize()
             yield session
         return
     async with (
         httpx.AsyncClient(headers=where.headers, timeout=60) as client,
         streamable_http_client(where.url, http_client=client) as (read, write, _),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, message_handler=on_message) as session,
     ):
         await session.initialize()
         yield session
@@ -159,3 +166,45 @@ async def test_ending_the_mcp_session_mid_run_cancels_its_run(mcp_api: Api, http
             assert ended.status_code == 200
             await _until(lambda: _runs(mcp_api) == 0, timeout_s=15)
             tasks.cancel_scope.cancel()
+
+
+REPORT = "open('report.csv', 'w').write('a,b\\n1,2\\n')\nopen('.hidden', 'w').write('x')"
+
+
+async def test_a_sessions_files_are_resources_of_its_owner_over_streamable_http(
+    mcp_api: Api, http: Http
+) -> None:
+    """resources/list shows the files of the user's sessions and resources/read gives them; a
+    run that changes them is announced (notifications/resources/list_changed, on the call's
+    own stream); another user lists nothing and reads nothing, over MCP or REST."""
+    announced: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ResourceListChangedNotification
+        ):
+            announced.append(message.root.method)
+
+    async with connect(http, on_message) as session:
+        assert session.get_server_capabilities().resources.listChanged  # type: ignore[union-attr]
+        found = SESSION_ID.search(seen(await session.call_tool("open_session", {})).text)
+        assert found is not None
+        sid = found.group(1)
+        await session.call_tool("run_code", {"code": REPORT, "session_id": sid})
+        await _until(lambda: len(announced) == 1, timeout_s=5)
+        await session.call_tool("run_code", {"code": "print(1)", "session_id": sid})
+        listed = (await session.list_resources()).resources
+        assert [(r.name, r.mimeType, r.size) for r in listed] == [("report.csv", "text/csv", 8)]
+        uri = listed[0].uri
+        read = await session.read_resource(uri)
+        assert read.contents[0].text == "a,b\n1,2\n"  # type: ignore[union-attr]
+        assert announced == ["notifications/resources/list_changed"]  # print(1) changed nothing
+    mallory = Http(http.url, mcp_api.headers("mallory"))
+    async with connect(mallory) as session:
+        assert (await session.list_resources()).resources == []
+        with pytest.raises(McpError) as refused:
+            await session.read_resource(uri)
+        assert refused.value.error.code == -32002
+    rest = f"/v1/code_interpreter/sessions/{sid}/files/report.csv"
+    assert mcp_api.http.get(rest, headers=mcp_api.headers("mallory")).status_code == 404
+    assert mcp_api.http.get(rest, headers=http.headers).content == b"a,b\n1,2\n"

@@ -61,7 +61,7 @@ def test_every_flow_in_a_chat_completions_loop(mcp_api: Api) -> None:
         reply_type.validate_python(reply, strict=True)
         assert reply["tool_call_id"] == f"call{turn}"
         # A tool message carries text only: figures are URLs the caller fetches with its token.
-        urls = re.findall(r"https?://\S+\.png", reply["content"])
+        urls = re.findall(r"https?://\S+/files/image-\d+\.png", reply["content"])
         fetched = [mcp_api.http.get(url, headers=headers) for url in urls]
         assert all(r.status_code == 200 and r.content.startswith(PNG) for r in fetched)
         assert all(httpx.get(url).status_code == 401 for url in urls)

@@ -34,7 +34,7 @@ async def test_a_runs_files_are_links_its_user_can_read(make_executor: Any) -> N
         assert set(links) == {"clean.csv", "data.bin"}
         assert (links["clean.csv"].mimeType, links["clean.csv"].size) == ("text/csv", 8)
         text = "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
-        assert "files in outputs/ (returned separately): clean.csv (8 bytes, text/csv)" in text
+        assert f"\n- clean.csv (8 bytes, text/csv) {links['clean.csv'].uri}" in text
         csv = await session.read_resource(links["clean.csv"].uri)
         assert isinstance(csv.contents[0], types.TextResourceContents)
         assert csv.contents[0].text == "a,b\n1,3\n"

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -25,6 +26,7 @@ from tests.fakes import FakeBackend
 from tests.processes import code_exec_process
 
 SECRET = "test-jwt-secret-" + "0123456789abcdef" * 4
+URL_KEY = "test-url-signing-key-" + "fedcba9876543210" * 4
 API_KEY = "ce_test_key_alice"
 
 
@@ -75,20 +77,25 @@ DEFAULTS = {
 
 def start_api(port: int, **settings: str) -> Iterator[Api]:
     """Run `code-exec api` with CODE_EXEC_* overrides until the generator is closed."""
-    with code_exec_process(
-        "api",
-        port,
-        {**DEFAULTS, **settings},
-        lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
-    ) as (url, process), httpx.Client(base_url=url, timeout=60) as http:
+    with (
+        code_exec_process(
+            "api",
+            port,
+            {**DEFAULTS, **settings},
+            lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
+        ) as (url, process),
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
         yield Api(url, http, process)
 
 
 def in_process_api(**settings: str) -> Iterator[Api]:
     """The API app in this process, over an executor on the fake backend."""
     values = {**DEFAULTS, **settings}
-    api_settings = ApiSettings(_env_file=None, **values)  # type: ignore[arg-type]
     state = Path(tempfile.mkdtemp(prefix="code-exec-fake-"))
+    # Its own state dir, so that what the API keeps there (a URL signing key) stays with it.
+    values.setdefault("state_dir", str(state))
+    api_settings = ApiSettings(_env_file=None, **values)  # type: ignore[arg-type]
     executor_settings = fake_settings(
         state, pool_sizes=json.loads(values["pool_sizes"]), pool_wait_s=float(values["pool_wait_s"])
     )
@@ -110,7 +117,33 @@ def api(request: pytest.FixtureRequest) -> Iterator[Api]:
         yield from start_api(_port(8000), max_concurrent_runs_per_user="2")
 
 
+SIGNED = {
+    "max_concurrent_runs_per_user": "2",
+    "url_signing_key": URL_KEY,
+    "tool_result_urls": "signed",
+    "max_download_url_ttl_s": "600",
+}
+"""An API whose tool results link files by signed URLs, with a known key (to forge with)."""
+
+
+@pytest.fixture(scope="module", params=["in-process", pytest.param("real", marks=pytest.mark.slow)])
+def signed_api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The API with signed URLs in tool results: in process on the fake backend, or real."""
+    if request.param == "in-process":
+        yield from in_process_api(**SIGNED)
+    else:
+        yield from start_api(_port(), **SIGNED)
+
+
 @pytest.fixture(scope="module")
 def real_api() -> Iterator[Api]:
     """A real server on port 8000 when free (the seeds' examples use it), else any port."""
     yield from start_api(_port(8000), max_concurrent_runs_per_user="2")
+
+
+def run_code_calls(arguments: str) -> list[dict[str, Any]]:
+    """One run_code call in each API's shape: Chat Completions', then Responses'."""
+    return [
+        {"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}},
+        {"type": "function_call", "call_id": "fc", "name": "run_code", "arguments": arguments},
+    ]

@@ -32,7 +32,9 @@ class Chunks:
 def test_a_body_without_a_token_is_refused_before_it_is_read(app_api: Api) -> None:
     for path in ("/v1/code_interpreter/run", "/v1/code_interpreter/sessions/x/files", "/mcp"):
         body = Chunks(300 * 1024 * 1024)
-        response = app_api.http.post(path, content=body, headers={"content-type": "application/json"})
+        response = app_api.http.post(
+            path, content=body, headers={"content-type": "application/json"}
+        )
         assert response.status_code == 401, (path, response.text)
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert body.sent <= 2 * body.size, (path, body.sent)
@@ -50,7 +52,9 @@ def test_a_chunked_body_over_the_limit_is_413_not_memory(app_api: Api) -> None:
     # (What the server held meanwhile is measured on a real server: test_hostile_load.py.)
     # Public routes (no token needed) take small bodies only.
     small = Chunks(1024 * 1024)
-    token = app_api.http.post("/v1/auth/token", content=small, headers={"content-type": "application/json"})
+    token = app_api.http.post(
+        "/v1/auth/token", content=small, headers={"content-type": "application/json"}
+    )
     assert token.status_code == 413
 
 
@@ -75,7 +79,12 @@ def test_bad_text_and_numbers_are_422_that_say_why(app_api: Api, path: str, body
     )
     assert response.status_code == 422, (path, response.text)
     message = response.json()["error"]["message"]
-    assert "surrogate" in message or "number" in message or "too deep" in message or "less than" in message, message
+    assert (
+        "surrogate" in message
+        or "number" in message
+        or "too deep" in message
+        or "less than" in message
+    ), message
 
 
 def test_a_lone_surrogate_api_key_is_a_422_without_a_token(app_api: Api) -> None:
@@ -141,7 +150,9 @@ def test_an_mcp_session_id_is_worth_nothing_to_another_user(app_api: Api) -> Non
         "/mcp", headers={**app_api.headers("mallory"), "mcp-session-id": session}
     )
     assert stolen.status_code == 404
-    mine = app_api.http.delete("/mcp", headers={**app_api.headers("alice"), "mcp-session-id": session})
+    mine = app_api.http.delete(
+        "/mcp", headers={**app_api.headers("alice"), "mcp-session-id": session}
+    )
     assert mine.status_code == 200
 
 

@@ -27,13 +27,16 @@ def small_host() -> Iterator[Api]:
         "max_concurrent_runs_per_user": "4",
         "pool_sizes": '{"python": 3, "javascript": 0, "bash": 0, "c": 0}',
     }
-    with code_exec_process(
-        "api",
-        None,
-        settings,
-        lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
-        open_files=OPEN_FILES,
-    ) as (url, process), httpx.Client(base_url=url, timeout=60) as http:
+    with (
+        code_exec_process(
+            "api",
+            None,
+            settings,
+            lambda health: health["executor"]["pools"]["python"]["ready"] >= 2,
+            open_files=OPEN_FILES,
+        ) as (url, process),
+        httpx.Client(base_url=url, timeout=60) as http,
+    ):
         yield Api(url, http, process)
 
 
@@ -115,7 +118,9 @@ def test_a_chunked_body_without_a_token_costs_the_server_nothing(small_host: Api
     sock.close()
     assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
     grown = _status(small_host, "VmHWM") - before
-    assert grown < 32 * 1024 * 1024, f"the server grew by {grown >> 20} MiB for a caller with no token"
+    assert grown < 32 * 1024 * 1024, (
+        f"the server grew by {grown >> 20} MiB for a caller with no token"
+    )
 
 
 def test_a_streaming_client_that_never_reads_holds_back_its_own_run(small_host: Api) -> None:
@@ -184,7 +189,10 @@ def test_concurrent_downloads_of_a_big_file_are_streamed(small_host: Api) -> Non
     ]
     made = small_host.http.post(
         "/v1/code_interpreter/run",
-        json={"code": "with open('big.bin', 'wb') as f:\n    f.write(b'z' * (64 << 20))", "session_id": sid},
+        json={
+            "code": "with open('big.bin', 'wb') as f:\n    f.write(b'z' * (64 << 20))",
+            "session_id": sid,
+        },
         headers=auth,
     )
     assert made.status_code == 200 and made.json()["exit_code"] == 0, made.text

@@ -57,9 +57,7 @@ def test_the_seed_curl_examples_work_as_written(real_api: Api) -> None:
 
 def test_001_shapes_errors_and_files(api: Api) -> None:
     h = api.headers()
-    body = api.http.post(
-        "/v1/code_interpreter/run", json={"code": "1/0"}, headers=h
-    ).json()
+    body = api.http.post("/v1/code_interpreter/run", json={"code": "1/0"}, headers=h).json()
     assert set(body) >= {
         "execution_id",
         "output",
@@ -101,9 +99,7 @@ def test_001_shapes_errors_and_files(api: Api) -> None:
         ),
     ):
         assert response.status_code == 404, response.text
-    assert api.http.delete(f"/v1/code_interpreter/sessions/{sid}", headers=h).json()[
-        "success"
-    ]
+    assert api.http.delete(f"/v1/code_interpreter/sessions/{sid}", headers=h).json()["success"]
 
 
 def test_003_execute_with_timeout_in_milliseconds(api: Api) -> None:
@@ -285,3 +281,40 @@ def test_per_user_run_cap_answers_429_with_retry_after(real_api: Api) -> None:
     finally:
         for ctx, _ in streams:
             ctx.__exit__(None, None, None)
+
+
+def test_rest_results_link_output_files_and_sessions_take_them_by_reference(
+    real_api: Api,
+) -> None:
+    """A run's files come with a download URL (the caller's token) and a URI; a session
+    opened with that URI, or with the URL, starts with the file; nobody else reaches it."""
+    api = real_api
+    code = "import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/t.csv', 'w').write('n\\n5\\n')"
+    ran = api.http.post("/v1/code_interpreter/run", json={"code": code}, headers=api.headers())
+    assert ran.status_code == 200, ran.text
+    [made] = ran.json()["files"]
+    assert made["name"] == "t.csv" and made["uri"].startswith("code-exec://executions/exe_")
+    assert api.http.get(made["url"], headers=api.headers()).content == b"n\n5\n"
+    assert api.http.get(made["url"], headers=api.headers("mallory")).status_code == 404
+    for reference in (made["uri"], made["url"]):
+        opened = api.http.post(
+            "/v1/code_interpreter/sessions",
+            json={"language": "python", "inputs": [reference]},
+            headers=api.headers(),
+        )
+        assert opened.status_code == 200, opened.text
+        sid = opened.json()["session_id"]
+        body = {"code": "print(open('t.csv').read().split()[1])", "session_id": sid}
+        used = api.http.post("/v1/code_interpreter/run", json=body, headers=api.headers())
+        assert used.json()["output"] == "5\n", used.text
+        api.http.delete(f"/v1/code_interpreter/sessions/{sid}", headers=api.headers())
+    refused = api.http.post(
+        "/v1/code_interpreter/sessions",
+        json={"inputs": [made["uri"]]},
+        headers=api.headers("mallory"),
+    )
+    assert refused.status_code == 404 and "the session was not opened" in refused.text
+    typo = api.http.post(
+        "/v1/code_interpreter/sessions", json={"langauge": "python"}, headers=api.headers()
+    )
+    assert typo.status_code == 422 and "langauge" in typo.text

@@ -2,6 +2,7 @@
 
 import base64
 import json
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -11,11 +12,17 @@ from openai.types.chat import (
     ChatCompletionMessageFunctionToolCall,
     ChatCompletionToolMessageParam,
 )
-from openai.types.responses import FunctionToolParam, ResponseFunctionToolCall
+from openai.types.responses import (
+    FunctionToolParam,
+    ResponseFunctionCallOutputItemListParam,
+    ResponseFunctionToolCall,
+)
 from openai.types.responses.response_input_item_param import FunctionCallOutput
 from pydantic import TypeAdapter
 
-from tests.openai_tools.conftest import Api
+from openai_tools import tool_routes
+from openai_tools.tool_routes import MAX_EMBED_FILE_BYTES
+from tests.openai_tools.conftest import Api, in_process_api, run_code_calls
 
 
 def _assert_strict(schema: dict[str, Any], where: str = "parameters") -> None:
@@ -76,9 +83,7 @@ def test_a_chat_completions_agent_loop(api: Api) -> None:
 
     def step(message: ChatCompletionMessage) -> list[dict[str, Any]]:
         history.append(message.model_dump(exclude_none=True))
-        response = api.http.post(
-            "/v1/tools/call", json=history[-1], headers=api.headers()
-        )
+        response = api.http.post("/v1/tools/call", json=history[-1], headers=api.headers())
         assert response.status_code == 200, response.text
         replies = response.json()
         for reply in replies:
@@ -134,9 +139,7 @@ def test_a_responses_agent_loop(real_api: Api) -> None:
         ),
     ]
     body = [item.model_dump(exclude_none=True) for item in items]
-    replies = api.http.post(
-        "/v1/tools/call", json=body, headers=api.headers()
-    ).json()
+    replies = api.http.post("/v1/tools/call", json=body, headers=api.headers()).json()
     adapter = TypeAdapter(FunctionCallOutput)
     for reply in replies:
         adapter.validate_python(reply, strict=True)
@@ -227,11 +230,17 @@ def test_figures_reach_both_apis(api: Api) -> None:
     TypeAdapter(FunctionCallOutput).validate_python(reply, strict=True)
     text, image = reply["output"]
     assert text["type"] == "input_text" and "plotted" in text["text"]
-    assert image["type"] == "input_image" and image["image_url"].startswith("data:image/png;base64,")
+    assert image["type"] == "input_image" and image["image_url"].startswith(
+        "data:image/png;base64,"
+    )
     # Chat: tool messages are text, so the figure is a URL the user's token can fetch.
     [message] = api.http.post(
         "/v1/tools/call",
-        json={"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}},
+        json={
+            "id": "c",
+            "type": "function",
+            "function": {"name": "run_code", "arguments": arguments},
+        },
         headers=api.headers(),
     ).json()
     url = next(word for word in message["content"].split() if "/files/image-0.png" in word)
@@ -248,13 +257,12 @@ def test_output_files_reach_both_apis_as_urls_for_their_owner_only(api: Api) -> 
         "print('saved')"
     )
     arguments = json.dumps({"code": code})
-    chat = {"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}}
-    responses = {"type": "function_call", "call_id": "fc", "name": "run_code", "arguments": arguments}
-    for body in (chat, responses):
+    for body in run_code_calls(arguments):
         [reply] = api.http.post("/v1/tools/call", json=body, headers=api.headers()).json()
         text = reply.get("content") or reply["output"]
         assert isinstance(text, str) and "saved" in text
-        line = next(line for line in text.splitlines() if line.startswith("files in outputs/"))
+        assert "files in outputs/ (fetch with your bearer token; " in text, text
+        line = next(line for line in text.splitlines() if line.startswith("- data/clean table"))
         assert "data/clean table.csv (8 bytes, text/csv)" in line, line
         url = line.split()[-1]
         assert url.endswith("/files/outputs/data/clean%20table.csv"), url
@@ -262,3 +270,77 @@ def test_output_files_reach_both_apis_as_urls_for_their_owner_only(api: Api) -> 
         assert got.status_code == 200 and got.content == b"a,b\n1,2\n"
         assert got.headers["content-type"].startswith("text/csv")
         assert api.http.get(url, headers=api.headers("mallory")).status_code == 404
+
+
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+
+
+def _embed_code(big: int) -> str:
+    return (
+        "import os\nos.makedirs('outputs', exist_ok=True)\n"
+        f"with open('outputs/report.pdf', 'wb') as f:\n    f.write({PDF!r})\n"
+        "with open('outputs/table.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\n"
+        f"with open('outputs/big.txt', 'wb') as f:\n    f.write(b'x' * {big})\n"
+        "with open('outputs/archive.zip', 'wb') as f:\n    f.write(b'PK\\x05\\x06' + bytes(18))\n"
+        "print('saved')"
+    )
+
+
+def test_responses_carry_output_files_as_input_file_items_when_asked(api: Api) -> None:
+    arguments = json.dumps({"code": _embed_code(MAX_EMBED_FILE_BYTES + 1)})
+    call = {"type": "function_call", "call_id": "fc", "name": "run_code", "arguments": arguments}
+    response = api.http.post(
+        "/v1/tools/call", params={"files": "embed"}, json=call, headers=api.headers()
+    )
+    assert response.status_code == 200, response.text[:500]
+    [reply] = response.json()
+    TypeAdapter(FunctionCallOutput).validate_python(reply, strict=True)
+    TypeAdapter(ResponseFunctionCallOutputItemListParam).validate_python(
+        reply["output"], strict=True
+    )
+    text, *files = reply["output"]
+    assert text["type"] == "input_text" and "saved" in text["text"]
+    # The file over the bound, and a type the Responses API does not read (an archive, which
+    # would fail the client's next request), stay links, and the text says so.
+    assert "not embedded (not a type the Responses API reads, over 8 MiB" in text["text"]
+    assert text["text"].rstrip().endswith("use the link: archive.zip, big.txt")
+    assert "/files/outputs/big.txt" in text["text"]
+    assert [f["filename"] for f in files] == ["report.pdf", "table.csv"]
+    by_name = {f["filename"]: f["file_data"] for f in files}
+    for name, mime, data in (
+        ("report.pdf", "application/pdf", PDF),
+        ("table.csv", "text/csv", b"a,b\n1,2\n"),
+    ):
+        prefix = f"data:{mime};base64,"
+        assert by_name[name].startswith(prefix), by_name[name][:60]
+        assert base64.b64decode(by_name[name][len(prefix) :], validate=True) == data
+    # Chat tool messages are text only: files=embed leaves them as they are.
+    chat = {"id": "c", "type": "function", "function": {"name": "run_code", "arguments": arguments}}
+    [message] = api.http.post(
+        "/v1/tools/call", params={"files": "embed"}, json=chat, headers=api.headers()
+    ).json()
+    TypeAdapter(ChatCompletionToolMessageParam).validate_python(message, strict=True)
+    assert isinstance(message["content"], str) and "not embedded" not in message["content"]
+    assert "/files/outputs/report.pdf" in message["content"]
+    # Without files=embed a Responses output is the text, as before.
+    [linked] = api.http.post("/v1/tools/call", json=call, headers=api.headers()).json()
+    assert isinstance(linked["output"], str) and "not embedded" not in linked["output"]
+
+
+def test_embedded_files_share_one_bound_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bounds this small are patched in this process: the in-process API only.
+    monkeypatch.setattr(tool_routes, "MAX_EMBED_FILE_BYTES", 64)
+    monkeypatch.setattr(tool_routes, "MAX_EMBED_BYTES", 80)
+    # 10 + 54 + 8 bytes a run: the first call's files fit, then 8 bytes are left (the CSV).
+    arguments = json.dumps({"code": _embed_code(10)})
+    calls = [
+        {"type": "function_call", "call_id": f"fc{i}", "name": "run_code", "arguments": arguments}
+        for i in range(2)
+    ]
+    with contextmanager(in_process_api)() as api:
+        first, second = api.http.post(
+            "/v1/tools/call", params={"files": "embed"}, json=calls, headers=api.headers()
+        ).json()
+    names = [[item.get("filename") for item in reply["output"][1:]] for reply in (first, second)]
+    assert names == [["big.txt", "report.pdf", "table.csv"], ["table.csv"]]
+    assert second["output"][0]["text"].endswith("use the link: archive.zip, big.txt, report.pdf")

@@ -60,7 +60,12 @@ async def test_outputs_come_back_with_the_result_for_their_owner_only(make_execu
     assert files["clean.csv"].mime_type == "text/csv" and files["clean.csv"].size == 12
     assert files["charts/line.pdf"].mime_type == "application/pdf"
     text = render_result(result)
-    assert "files in outputs/ (returned separately): charts/line.pdf (" in text
+    uri = f"code-exec://executions/{result.execution_id}/outputs/charts/line.pdf"
+    assert "files in outputs/ (read by URI; a link in inputs gives a later run the file):\n" in text
+    assert (
+        f"\n- charts/line.pdf ({files['charts/line.pdf'].size:,} bytes, application/pdf) {uri}"
+        in text
+    )
     csv = await download(executor, result.execution_id, "outputs/clean.csv", "alice")
     assert csv == b"a,b\n1,3\n2,4\n"
     pdf = await download(executor, result.execution_id, "outputs/charts/line.pdf", "alice")
