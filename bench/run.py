@@ -19,6 +19,7 @@ if __name__ == "__main__":
         "bench.hostile_bench",
         "bench.packages_bench",
         "bench.files_flows",
+        "bench.code_mode_bench",
     ):
         print(f"\n## {module}")
         runpy.run_module(module, run_name="__main__")

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from schemas.health import Limits
 from schemas.languages import Language
 from schemas.network import Network, check_allowlist
+from schemas.upstream import UpstreamConfig
 
 
 def default_runtime_dir() -> Path:
@@ -159,6 +160,23 @@ class ExecutorSettings(SharedSettings):
     npm_registry_url: str = Field(
         default="https://registry.npmjs.org/", description="The npm-compatible registry."
     )
+    upstream_config: Path | None = Field(
+        default=None,
+        description=(
+            "Code mode: an mcp.json (mcpServers: command/args/env or url/headers, plus tools "
+            "and users allowlists) of MCP servers whose tools sandbox code may call through "
+            "`tools` (`from tools import NAME`); their credentials stay in the executor."
+        ),
+    )
+    upstream_calls_per_run: int = Field(
+        default=200, gt=0, description="Code mode: upstream tool calls one run may make."
+    )
+    upstream_mb_per_run: int = Field(
+        default=16, gt=0, description="Code mode: bytes of upstream results one run may receive."
+    )
+    upstream_call_timeout_s: float = Field(
+        default=30.0, gt=0, description="Code mode: how long one upstream call may take."
+    )
     egress_run_mb: int = Field(
         default=1024, gt=0, description="Network traffic one run may move, both ways."
     )
@@ -212,6 +230,11 @@ class ExecutorSettings(SharedSettings):
         ),
     )
 
+    @field_validator("upstream_config", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value
+
     @field_validator("network_allowlist", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -230,7 +253,10 @@ class ExecutorSettings(SharedSettings):
 
     def limits(self) -> Limits:
         """The limits callers meet, as tool descriptions and /health state them."""
-        return Limits.model_validate(self, from_attributes=True)
+        limits = Limits.model_validate(self, from_attributes=True)
+        if self.upstream_config is not None:
+            limits.tool_servers = list(UpstreamConfig.load(self.upstream_config).servers)
+        return limits
 
 
 class ClientSettings(SharedSettings):

@@ -18,6 +18,7 @@ from schemas.health import Health
 from schemas.languages import Language
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry
 
 OutputCallback = Callable[[str, str], Awaitable[None]]
 """Called with ("stdout" | "stderr", text) as output is produced."""
@@ -126,6 +127,10 @@ class ExecutorClient(Protocol):
 
     async def download_file(self, session_id: str, user: str, path: str) -> Download:
         """A file of a session's workspace, to be streamed."""
+        ...
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """Code mode: the upstream tools the user's code may call that best match query."""
         ...
 
     async def health(self) -> Health:

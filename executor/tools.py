@@ -26,7 +26,14 @@ from schemas.network import Network
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.render import render_result
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
-from schemas.tools import CloseSessionArgs, OpenSessionArgs, ReadOutputArgs, RunCodeArgs
+from schemas.tools import (
+    CloseSessionArgs,
+    OpenSessionArgs,
+    ReadOutputArgs,
+    RunCodeArgs,
+    SearchToolsArgs,
+)
+from schemas.upstream import ToolMatches, signature
 
 A = TypeVar("A", bound=BaseModel)
 R = TypeVar("R", bound=BaseModel)
@@ -109,6 +116,16 @@ _NETWORK_TEXT = {
 }
 
 
+def _code_mode_text(limits: Limits) -> str:
+    if not limits.tool_servers:
+        return ""
+    servers = ", ".join(limits.tool_servers)
+    return (
+        f" Python code can call the operator's tools, whose results stay out of your context "
+        f"unless printed: `from tools import {servers}` (search_tools finds them)."
+    )
+
+
 def _network_fields(limits: Limits) -> dict[str, str]:
     if limits.network is Network.NONE:
         return {}
@@ -145,6 +162,7 @@ class Tool(ABC, Generic[A, R]):
     def describe(self, limits: Limits) -> str:
         """The description the model reads, with the limits in force."""
         return self.description.format(
+            code_mode=_code_mode_text(limits),
             limits=limits,
             memory=_memory(limits.memory_limit_mb),
             idle=_duration(limits.session_idle_ttl_s),
@@ -255,6 +273,7 @@ class RunCode(Tool[RunCodeArgs, ExecuteResult], name="run_code"):
         "bash or c (gcc). "
         "Runs start clean unless given a session_id from open_session. {memory} of memory. "
         "Output over {limits.default_output_tokens} tokens is cut: read_output reads the rest."
+        "{code_mode}"
     )
 
     def field_descriptions(self, limits: Limits) -> dict[str, str]:
@@ -397,6 +416,37 @@ class ReadOutput(Tool[ReadOutputArgs, OutputPage], name="read_output"):
 
 _PAGE_CHARS = 24_000
 
+
+class SearchTools(Tool[SearchToolsArgs, ToolMatches], name="search_tools"):
+    """search_tools: the operator's tools code may call, found on demand (code mode)."""
+
+    hints = Hints(read_only=True, idempotent=True)
+    description = (
+        "Find the operator's tools that run_code's Python can call (from tools import SERVER): "
+        "their signatures and descriptions."
+    )
+
+    async def call(self, call: Call, args: SearchToolsArgs) -> ToolMatches:
+        """Search."""
+        found = await call.client.search_tools(args.query, call.user, args.limit or 10)
+        return ToolMatches(tools=found)
+
+    def render(self, result: ToolMatches) -> str:
+        """One tool a paragraph: its call, then its description (bounded)."""
+        if not result.tools:
+            return "no tool matches; try other words"
+        return "\n\n".join(
+            f"{signature(entry)}\n{entry.description.strip()[:_DESCRIPTION_CHARS]}"
+            for entry in result.tools
+        )
+
+    def structured(self, result: ToolMatches) -> dict[str, Any]:
+        """Names and signatures (the schemas are in the text's signatures)."""
+        return {"tools": [signature(entry) for entry in result.tools]}
+
+
+_DESCRIPTION_CHARS = 1000
+
 AnyTool = Tool[Any, Any]
 
 
@@ -406,6 +456,8 @@ class ToolSet:
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or ExecutorSettings.model_construct().limits()
         tools: list[AnyTool] = [RunCode(), OpenSession(), CloseSession(), ReadOutput()]
+        if self.limits.tool_servers:  # code mode: listed only where it can find something
+            tools.append(SearchTools())
         self.tools: dict[str, AnyTool] = {tool.name: tool for tool in tools}
 
     def __iter__(self) -> Any:

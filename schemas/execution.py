@@ -16,6 +16,7 @@ from schemas.languages import Language, LanguageName
 from schemas.network import Network
 from schemas.packages import PackageList
 from schemas.text import Text, check_text
+from schemas.upstream import ToolUse
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PATH_DEPTH = 64
@@ -263,6 +264,11 @@ class ExecuteResult(BaseModel):
             "Files the run wrote under /home/user/outputs/, kept for their owner like a cut "
             "output: GET .../executions/{execution_id}/files/outputs/{name}."
         ),
+    )
+
+    tool_calls: list[ToolUse] = Field(
+        default_factory=list,
+        description="Code mode: the upstream tools the code called, how often, how many failed.",
     )
 
     @property

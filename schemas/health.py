@@ -19,6 +19,10 @@ class Limits(BaseModel):
     session_idle_ttl_s: float
     max_code_bytes: int
     network: Network = Network.NONE
+    tool_servers: list[str] = Field(
+        default_factory=list,
+        description="Code mode: the upstream MCP servers whose tools code may call.",
+    )
 
 
 class PoolHealth(BaseModel):

@@ -33,6 +33,16 @@ def files_line(files: Sequence[NamedFile], links: Sequence[str], how: str = URIS
     return f"files in outputs/ ({how}; a link in inputs gives a later run the file):{listed}"
 
 
+def tool_calls_line(result: ExecuteResult) -> str:
+    """Code mode: the upstream tools the code called, e.g. `tool calls: notes.search x3,
+    notes.read x12 (1 failed)`."""
+    parts = []
+    for use in result.tool_calls:
+        failed = f" ({use.errors} failed)" if use.errors else ""
+        parts.append(f"{use.tool} x{use.calls}{failed}")
+    return "tool calls: " + ", ".join(parts)
+
+
 def status_line(result: ExecuteResult) -> str:
     """One line: how the run ended."""
     parts = [f"exit_code: {result.exit_code}"]
@@ -75,6 +85,8 @@ def render_result(result: ExecuteResult) -> str:
     if result.files:
         uris = [output_uri(result.execution_id, f.name) for f in result.files]
         lines.append(files_line(result.files, uris))
+    if result.tool_calls:
+        lines.append(tool_calls_line(result))
     if len(lines) == 1 and result.exit_code == 0:
         lines.append("(no output)")
     return "\n".join(lines)

@@ -49,6 +49,15 @@ class CloseSessionArgs(BaseModel):
     session_id: Text
 
 
+class SearchToolsArgs(BaseModel):
+    """Arguments of search_tools."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: Text = Field(max_length=500)
+    limit: int | None = Field(default=None, gt=0, le=50)
+
+
 class ReadOutputArgs(BaseModel):
     """Arguments of read_output."""
 

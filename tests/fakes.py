@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import ByteAllowance, RunOutcome
+from executor.backends.base import RunAccess, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure
 from executor.interface import Download, OutputCallback
@@ -31,7 +31,6 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
-from schemas.network import NetworkGrant
 
 _ids = itertools.count(1)
 
@@ -86,8 +85,7 @@ class FakeSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> RunOutcome:
         """Run code as a notebook cell; on timeout keep the state (session) or kill."""
         if not self._alive:

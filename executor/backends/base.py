@@ -55,6 +55,26 @@ class ByteAllowance:
         )
 
 
+class ToolGate(Protocol):
+    """The operator's MCP tools as one run's code may call them (code mode): the executor's
+    end of the channel. A backend passes each request the sandbox makes under /tools/ to it,
+    and sends back what it answers; the gate decides, counts and logs."""
+
+    async def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, JSON body) for one request of the sandbox's tools module."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunAccess:
+    """What one run may reach beyond its sandbox: the network (already narrowed to this run),
+    the user's network byte allowance, and the operator's tools."""
+
+    network: NetworkGrant | None = None
+    allowance: ByteAllowance | None = None
+    tools: ToolGate | None = None
+
+
 @dataclass
 class RunOutcome:
     """What a sandbox reports of one run, before the executor shapes it into a result."""
@@ -97,12 +117,12 @@ class Sandbox(Protocol):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
 
-        Output goes into the given captures (fresh ones, sized by the settings, when None).
+        Output goes into the given captures (fresh ones, sized by the settings, when None);
+        access says what the run reaches beyond the sandbox (nothing when None).
         """
         ...
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from executor.backends.base import ByteAllowance, RunOutcome, signal_error
+from executor.backends.base import RunAccess, RunOutcome, signal_error
 from executor.backends.capture import StreamCapture
 from executor.config import ExecutorSettings
 from executor.errors import FileNotFound, PayloadTooLarge, SandboxFailure, Unavailable
@@ -28,7 +28,7 @@ from schemas.execution import ExecutionError, Image, check_workspace_path
 from schemas.files import FileInfo
 from schemas.health import BackendHealth
 from schemas.languages import Language
-from schemas.network import Network, NetworkGrant
+from schemas.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +133,7 @@ class E2BSandbox:
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> RunOutcome:
         """Run code in the sandbox's context; a timeout restarts the context (state lost)."""
         sdk = self._backend.sdk

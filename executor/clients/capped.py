@@ -16,6 +16,7 @@ from schemas.health import Health
 from schemas.languages import Language
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry
 
 
 class RunLimiter:
@@ -77,6 +78,10 @@ class CappedClient:
     async def list_sessions(self, user: str) -> list[SessionInfo]:
         """Uncapped: see ExecutorClient."""
         return await self.inner.list_sessions(user)
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """Uncapped: see ExecutorClient."""
+        return await self.inner.search_tools(query, user, limit)
 
     async def close_session(self, session_id: str, user: str) -> CloseSessionResult:
         """Uncapped: see ExecutorClient."""

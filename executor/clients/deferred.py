@@ -19,6 +19,7 @@ from schemas.health import Health
 from schemas.languages import Language
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry
 
 
 class DeferredClient:
@@ -63,6 +64,10 @@ class DeferredClient:
     async def list_sessions(self, user: str) -> list[SessionInfo]:
         """The user's sessions."""
         return await (await self._client()).list_sessions(user)
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """Code mode's tools that match query."""
+        return await (await self._client()).search_tools(query, user, limit)
 
     async def close_session(self, session_id: str, user: str) -> CloseSessionResult:
         """Close a session."""

@@ -38,11 +38,13 @@ from schemas.health import Health
 from schemas.languages import Language
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry
 
 T = TypeVar("T")
 
 _SESSIONS = TypeAdapter(list[SessionInfo])
 _FILES = TypeAdapter(list[FileInfo])
+_TOOLS = TypeAdapter(list[ToolEntry])
 
 
 def _segment(value: str) -> str:
@@ -181,6 +183,11 @@ class HttpClient:
     async def list_sessions(self, user: str) -> list[SessionInfo]:
         """The user's sessions."""
         return await self._request("GET", "/sessions", user, _SESSIONS)
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """Code mode's tools that match query."""
+        params = {"q": query, "limit": str(limit)}
+        return await self._request("GET", "/tools/search", user, _TOOLS, params=params)
 
     async def close_session(self, session_id: str, user: str) -> CloseSessionResult:
         """Close a session."""

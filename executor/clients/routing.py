@@ -31,6 +31,7 @@ from schemas.health import Health, Limits, PoolHealth, RouteHealth
 from schemas.languages import Language
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,14 @@ class RoutingClient:
             f"file {name!r} of execution {execution_id!r}",
             lambda client: client.download_output(execution_id, name, user),
         )
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """Code mode's tools, as one healthy executor knows them (they share one config)."""
+        for route in self.routes.values():
+            if route.healthy:
+                with contextlib.suppress(Unavailable):
+                    return await route.client.search_tools(query, user, limit)
+        return []
 
     async def health(self) -> Health:
         """Every executor's state, as the router sees it."""

@@ -9,7 +9,7 @@ pip's or npm's own reason; the code does not run.
 
 import json
 
-from executor.backends.base import ByteAllowance, RunOutcome, Sandbox
+from executor.backends.base import RunAccess, RunOutcome, Sandbox
 from executor.backends.capture import StreamCapture
 from executor.errors import InvalidRequest
 from schemas.execution import ExecutionError
@@ -113,8 +113,7 @@ async def install(
     *,
     timeout: float,
     keep_state: bool,
-    network: NetworkGrant,
-    allowance: ByteAllowance | None = None,
+    access: RunAccess,
 ) -> RunOutcome | None:
     """Install packages in sandbox; None when they are, else the outcome that reports why not
     (the request's result: its code is not run)."""
@@ -128,8 +127,7 @@ async def install(
         keep_state=keep_state,
         stdout=stdout,
         stderr=stderr,
-        network=network,
-        allowance=allowance,
+        access=RunAccess(access.network, access.allowance),  # no tools while installing
     )
     if outcome.exit_code == 0 and outcome.error is None and not outcome.timed_out:
         return None

@@ -29,6 +29,7 @@ from schemas.execution import (
 )
 from schemas.languages import Language
 from schemas.outputs import STREAMS, image_name
+from schemas.upstream import ToolUse
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class Shaping:
             for stream in STREAMS
         }
         self.files: list[OutputFile] = []
+        self.tool_calls: list[ToolUse] = []  # code mode: the upstream tools the run called
 
     def keep_files(self, files: list[tuple[OutputFile, bytes]]) -> None:
         """Keep the files the run wrote under outputs/ for its owner; the result lists them."""
@@ -141,6 +143,7 @@ class Shaping:
             timed_out=outcome.timed_out,
             duration_ms=round(seconds * 1000),
             files=self.files,
+            tool_calls=self.tool_calls,
             session_id=session_id,
             state_lost=outcome.state_lost,
             images=images,

@@ -13,9 +13,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from executor.backends import Backend, create_backend
-from executor.backends.base import ByteAllowance, RunOutcome, Sandbox
+from executor.backends.base import ByteAllowance, RunAccess, RunOutcome, Sandbox
 from executor.config import ExecutorSettings
 from executor.core.admission import RunPlan, admit
+from executor.core.code_mode import RunTools
 from executor.core.files import collect_outputs
 from executor.core.metrics import Metrics
 from executor.core.outputs import OutputStore
@@ -24,6 +25,7 @@ from executor.core.pool import WarmPool
 from executor.core.results import Shaping
 from executor.core.sessions import Session, SessionManager
 from executor.core.tokens import get_encoding
+from executor.core.upstream import UpstreamHub
 from executor.errors import (
     ExecutorError,
     InvalidRequest,
@@ -40,6 +42,7 @@ from schemas.languages import Language
 from schemas.network import NetworkGrant
 from schemas.outputs import OutputPage, OutputQuery
 from schemas.sessions import CloseSessionResult, SessionInfo, SessionOptions
+from schemas.upstream import ToolEntry, UpstreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,14 @@ class Executor:
             settings.output_store_mb * 1024 * 1024,
             settings.output_spill_mb * 1024 * 1024,
         )
+        # Code mode: the operator's MCP servers, whose tools sandbox code calls.
+        self.upstream = (
+            UpstreamHub(
+                UpstreamConfig.load(settings.upstream_config), settings.upstream_call_timeout_s
+            )
+            if settings.upstream_config is not None
+            else None
+        )
         # Each user's network bytes this hour, shared by all of the user's runs.
         self._allowances: dict[str, ByteAllowance] = {}
         self._housekeeper: asyncio.Task[None] | None = None
@@ -109,6 +120,8 @@ class Executor:
         for pool in (*self.pools.values(), *self.session_pools.values()):
             pool.start()
         self.sessions.start()
+        if self.upstream is not None:
+            self.upstream.start()
         self._housekeeper = asyncio.create_task(self._sweep_outputs(), name="output-sweeper")
 
     async def _sweep_outputs(self) -> None:
@@ -121,6 +134,8 @@ class Executor:
         if self._housekeeper is not None:
             self._housekeeper.cancel()
         await self.sessions.close_all()
+        if self.upstream is not None:
+            await self.upstream.aclose()
         for pool in (*self.pools.values(), *self.session_pools.values()):
             await pool.close()
         if self._background:
@@ -227,7 +242,6 @@ class Executor:
         user: str,
     ) -> RunOutcome:
         session = place.session
-        allowance = self._allowance(user)
         network = run_network(
             request.network,
             request.allow_hosts,
@@ -236,6 +250,8 @@ class Executor:
         )
         if request.packages:
             check_packages(request.packages, place.language, network.level)
+        tools = self._run_tools(user)
+        access = RunAccess(network, self._allowance(user), tools)
         try:
             for path, content in (request.files or {}).items():
                 await place.sandbox.write_file(path, file_bytes(content))
@@ -247,22 +263,24 @@ class Executor:
                     request.packages,
                     timeout=plan.timeout,
                     keep_state=session is not None,
-                    network=network,
-                    allowance=allowance,
+                    access=access,
                 )
                 if failed is not None:
                     return failed
-            return await place.sandbox.run(
-                request.code,
-                env=request.env or {},
-                timeout=plan.timeout,
-                keep_state=session is not None,
-                on_output=on_output,
-                stdout=shaping.captures["stdout"],
-                stderr=shaping.captures["stderr"],
-                network=network,
-                allowance=allowance,
-            )
+            try:
+                return await place.sandbox.run(
+                    request.code,
+                    env=request.env or {},
+                    timeout=plan.timeout,
+                    keep_state=session is not None,
+                    on_output=on_output,
+                    stdout=shaping.captures["stdout"],
+                    stderr=shaping.captures["stderr"],
+                    access=access,
+                )
+            finally:
+                if tools is not None:
+                    shaping.tool_calls = tools.summary()
         except (SandboxFailure, OSError) as exc:
             if session is not None and session.ended is not None:
                 # Closed (by its owner, or expired) while this run was in progress.
@@ -292,6 +310,18 @@ class Executor:
         )
         with file:
             return await asyncio.to_thread(file.read, limit + 1)
+
+    def _run_tools(self, user: str) -> RunTools | None:
+        """The upstream tools one run of the user's may call, when the operator has any."""
+        if self.upstream is None:
+            return None
+        settings = self.settings
+        return RunTools(
+            self.upstream,
+            user,
+            settings.upstream_calls_per_run,
+            settings.upstream_mb_per_run * 2**20,
+        )
 
     def _network_ceiling(self) -> NetworkGrant:
         return NetworkGrant(self.settings.network, tuple(self.settings.network_allowlist))
@@ -337,8 +367,7 @@ class Executor:
                     options.packages,
                     timeout=self.settings.max_timeout_s,
                     keep_state=True,
-                    network=level,
-                    allowance=self._allowance(user),
+                    access=RunAccess(level, self._allowance(user)),
                 )
             if failed is not None:
                 await self.sessions.close(session.session_id, user, "its packages failed")
@@ -404,6 +433,12 @@ class Executor:
             return await session.sandbox.open_file(path, self.settings.max_file_bytes)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
+
+    # --- code mode ---
+
+    async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
+        """The upstream tools the user's code may call that best match query."""
+        return self.upstream.search(user, query, limit) if self.upstream is not None else []
 
     # --- observability ---
 

@@ -33,6 +33,7 @@ from executor.web import (
 from schemas.execution import ExecuteRequest, ExecuteResult
 from schemas.health import Health
 from schemas.sessions import CloseSessionResult, OpenSessionRequest, SessionInfo
+from schemas.upstream import ToolEntry
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,16 @@ def create_app(
     ) -> SessionInfo:
         """Open a session: a dedicated sandbox whose state persists across runs."""
         return await executor.open_session(body.language, user, body)
+
+    @app.get("/tools/search", dependencies=guarded, response_model=list[ToolEntry])
+    async def search_tools(
+        executor: ExecutorDep,
+        user: UserDep,
+        q: Annotated[str, Query(max_length=500)] = "",
+        limit: Annotated[int, Query(gt=0, le=50)] = 10,
+    ) -> list[ToolEntry]:
+        """Code mode: the upstream tools the caller's code may call that best match q."""
+        return await executor.search_tools(q, user, limit)
 
     @app.get("/sessions", dependencies=guarded, response_model=list[SessionInfo])
     async def list_sessions(executor: ExecutorDep, user: UserDep) -> list[SessionInfo]:

@@ -203,6 +203,15 @@ class LocalBackend:
         """The egress proxy's shared parts, when the settings allow sandboxes any network."""
         settings = self.settings
         if self.policy.egress.level is Network.NONE:
+            if settings.upstream_config is not None:
+                # Code mode needs the channel (the listener on the sandbox's loopback) even
+                # where no network is allowed: only /tools/ is served then.
+                self._egress = EgressConfig(
+                    ceiling=self.policy.egress,
+                    mirror=None,
+                    run_bytes=settings.egress_run_mb * _MIB,
+                    head_timeout_s=settings.header_timeout_s,
+                )
             return
         self._mirror = PackageMirror(
             MirrorConfig(

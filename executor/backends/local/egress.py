@@ -9,7 +9,10 @@ through HTTP(S)_PROXY. Each connection is decided by the run's NetworkPolicy (ne
   resolves and dials it, and then only relays bytes: no TLS is intercepted;
 - GET http://host/... (plain HTTP): the same check, one request per connection;
 - /pypi/... and /npm/... (what PIP_INDEX_URL and npm's registry point at): the package mirror
-  (mirror.py), when the run's network includes the packages.
+  (mirror.py), when the run's network includes the packages;
+- /tools/... (code mode: the sandbox's tools module, asked directly): the run's ToolGate,
+  which calls the operator's MCP tools. With upstream servers configured the listener exists
+  even where no network is allowed, and then serves only these.
 Every decision is logged. Bytes in both directions count against the run's budget; a run that
 spends it has its connections closed and new ones refused. A request's head is bounded
 (_MAX_HEAD) and must arrive in time; the connections a sandbox may hold at once are bounded.
@@ -26,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from executor.backends.base import ByteAllowance
+from executor.backends.base import ByteAllowance, ToolGate
 from executor.backends.local.network import Decision, NetworkPolicy
 from executor.backends.local.policy import EGRESS_PORT
 from executor.errors import SandboxFailure
@@ -34,6 +37,8 @@ from executor.errors import SandboxFailure
 log = logging.getLogger(__name__)
 
 _MAX_HEAD = 16 * 1024
+TOOLS_PREFIX = "/tools/"  # what the sandbox's tools module asks (code mode): the tool gate
+MAX_TOOL_REQUEST_BYTES = 1024 * 1024
 _MAX_CONNECTIONS = 32
 _RELAY_CHUNK = 64 * 1024
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253})(?::(\d{1,5}))?$")
@@ -123,6 +128,7 @@ def _status_line(status: int, reason: str) -> bytes:
         400: "Bad Request",
         403: "Forbidden",
         404: "Not Found",
+        413: "Content Too Large",
         429: "Too Many Requests",
         431: "Request Header Fields Too Large",
         502: "Bad Gateway",
@@ -195,6 +201,7 @@ class SandboxEgress:
         self._config = config
         self._server: asyncio.Server | None = None
         self._policy = NetworkPolicy()
+        self._tools: ToolGate | None = None
         self._budget = _Budget(config.run_bytes)
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -205,18 +212,25 @@ class SandboxEgress:
             self._accepted, sock=self._listener, limit=_MAX_HEAD
         )
 
-    def begin_run(self, policy: NetworkPolicy, allowance: ByteAllowance | None = None) -> None:
+    def begin_run(
+        self,
+        policy: NetworkPolicy,
+        allowance: ByteAllowance | None = None,
+        tools: ToolGate | None = None,
+    ) -> None:
         """The policy of the run that starts now, with a fresh byte budget (and its user's
-        allowance, which its bytes count against too)."""
+        allowance, which its bytes count against too), and the tools its code may call."""
         self._policy = policy
+        self._tools = tools
         self._budget = _Budget(self._config.run_bytes, allowance)
         if allowance is not None and not allowance.take(0):
             self._budget.why = allowance.reason()
             self._budget.spent.set()
 
     def end_run(self) -> int:
-        """No network until the next run; the bytes this one moved."""
+        """No network and no tools until the next run; the bytes this one moved."""
         self._policy = NetworkPolicy()
+        self._tools = None
         return self._budget.used
 
     def abort(self) -> None:
@@ -273,6 +287,9 @@ class SandboxEgress:
         except TimeoutError:
             raise RequestError(400, "no request head in time") from None
         head = _parse_head(raw[:-4])
+        if head.target.startswith(TOOLS_PREFIX):
+            await self._tool_request(head, reader, writer)
+            return
         if head.method == "CONNECT":
             host, port = _parse_host(head.target, 443)
             upstream = await self._dial(host, port, f"CONNECT {host}:{port}")
@@ -300,6 +317,34 @@ class SandboxEgress:
             await self._mirror(head.target, writer)
             return
         raise RequestError(400, "the request names no http:// URL, CONNECT target or path")
+
+    async def _tool_request(
+        self, head: _Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """A request of the sandbox's tools module, answered by the run's tool gate (asked
+        directly, not through the proxy: it needs no network)."""
+        gate = self._tools
+        if gate is None:
+            raise RequestError(
+                403,
+                "no tools are open to code now: the operator configured none "
+                "(CODE_EXEC_UPSTREAM_CONFIG), or no run is in progress",
+            )
+        lengths = [v for k, v in head.headers if k.lower() == "content-length"]
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            raise RequestError(400, "one Content-Length, a number, is needed")
+        length = int(lengths[0]) if lengths else 0
+        if length > MAX_TOOL_REQUEST_BYTES:
+            raise RequestError(
+                413, f"a tool call's arguments are over {MAX_TOOL_REQUEST_BYTES // 1024} KiB"
+            )
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length), self._config.head_timeout_s)
+        except TimeoutError:
+            raise RequestError(400, "the request body did not arrive in time") from None
+        status, answer = await gate.handle(head.method, head.target, body)
+        reason = "" if status == 200 else "the tool gate refused; its JSON body says why"
+        await respond(writer, status, answer, "application/json", reason)
 
     async def _mirror(self, path: str, writer: asyncio.StreamWriter) -> None:
         mirror = self._config.mirror

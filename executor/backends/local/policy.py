@@ -77,7 +77,9 @@ _OWN_ETC_FILES = ("passwd", "group", "hosts", "hostname", "nsswitch.conf")
 RUNNER_FILES = (
     "python_runner.py",
     "pythonpath/code_exec_mpl_backend.py",
+    "pythonpath/tools.py",
     "node_runner.js",
+    "nodepath/tools.js",
     "bash_runner.sh",
     "egress_listen.py",
 )
@@ -623,6 +625,7 @@ def _environment(settings: ExecutorSettings) -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "module://code_exec_mpl_backend",
         "PYTHONPATH": f"{SANDBOX_RUNNERS}/pythonpath",
+        "NODE_PATH": f"{SANDBOX_RUNNERS}/nodepath",  # require('tools') (code mode)
         "MPLCONFIGDIR": "/tmp/.config/matplotlib",
     }
     if settings.network is not Network.NONE:

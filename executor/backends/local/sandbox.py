@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from executor.backends.base import ByteAllowance, RunOutcome
+from executor.backends.base import RunAccess, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local import procfs
 from executor.backends.local.bwrap import DataFds, bwrap_command, with_args_fd
@@ -42,7 +42,6 @@ from executor.interface import Download, OutputCallback
 from schemas.execution import ExecutionError
 from schemas.files import FileInfo
 from schemas.languages import Language
-from schemas.network import NetworkGrant
 
 _START_TIMEOUT_S = 30.0
 _KILLED_EXIT_CODE = 128 + signal.SIGKILL
@@ -223,8 +222,7 @@ class RunnerSandbox:
         on_output: OutputCallback | None,
         stdout: StreamCapture | None,
         stderr: StreamCapture | None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> tuple[RunEnd, RunOutcome]:
         """One run through channel: how it ended, and what that means (a run the sandbox's
         closing cut short ends as killed)."""
@@ -232,12 +230,13 @@ class RunnerSandbox:
         stdout = stdout or StreamCapture(limits.max_output_bytes)
         stderr = stderr or StreamCapture(limits.max_output_bytes)
         egress = self._egress
+        access = access or RunAccess()
         if egress is not None and limits.egress is not None:
             # The request's level was checked against the ceiling by the executor.
             policy = limits.egress.ceiling
-            if network is not None:
-                policy = policy.narrowed(network.level, network.hosts)
-            egress.begin_run(policy, allowance)
+            if access.network is not None:
+                policy = policy.narrowed(access.network.level, access.network.hosts)
+            egress.begin_run(policy, access.allowance, access.tools)
         try:
             end = await execute(
                 self,
@@ -475,8 +474,7 @@ class LocalSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox."""
         self._refuse_if_closed()
@@ -491,8 +489,7 @@ class LocalSandbox(RunnerSandbox):
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
-            network=network,
-            allowance=allowance,
+            access=access,
         )
         if self._closed and end.done is None:
             return outcome

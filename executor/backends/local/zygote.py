@@ -66,7 +66,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from executor.backends.base import ByteAllowance, RunOutcome
+from executor.backends.base import RunAccess, RunOutcome
 from executor.backends.capture import StreamCapture
 from executor.backends.local.limits import SpareCgroups
 from executor.backends.local.policy import (
@@ -86,7 +86,6 @@ from executor.errors import SandboxFailure
 from executor.interface import Download, OutputCallback
 from schemas.files import FileInfo
 from schemas.languages import Language
-from schemas.network import NetworkGrant
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -554,8 +553,7 @@ class ZygoteSandbox(RunnerSandbox):
         on_output: OutputCallback | None = None,
         stdout: StreamCapture | None = None,
         stderr: StreamCapture | None = None,
-        network: NetworkGrant | None = None,
-        allowance: ByteAllowance | None = None,
+        access: RunAccess | None = None,
     ) -> RunOutcome:
         """Run code; on timeout interrupt it (keep_state) or kill the sandbox.
 
@@ -574,8 +572,7 @@ class ZygoteSandbox(RunnerSandbox):
             on_output=on_output,
             stdout=stdout,
             stderr=stderr,
-            network=network,
-            allowance=allowance,
+            access=access,
         )
         if not (self._closed and end.done is None):
             outcome.state_lost = keep_state and (end.done is None or not self.alive)

@@ -47,7 +47,9 @@ async def test_a_huge_exception_is_cheap_to_shape_and_off_the_event_loop(
     stop = asyncio.Event()
     bystander = asyncio.create_task(_latencies(executor, stop))
     await asyncio.sleep(0.05)
-    code = "def a():\n    b()\ndef b():\n    c()\ndef c():\n    raise ValueError('x' * 4_000_000)\na()"
+    code = (
+        "def a():\n    b()\ndef b():\n    c()\ndef c():\n    raise ValueError('x' * 4_000_000)\na()"
+    )
     result = await executor.execute(ExecuteRequest(code=code), "attacker")
     stop.set()
     seen = await bystander
@@ -111,7 +113,9 @@ async def test_closing_a_session_during_its_run_is_no_server_error(
     sid = (await executor.open_session(Language.PYTHON, "u")).session_id
     running = asyncio.create_task(
         executor.execute(
-            ExecuteRequest(code="import asyncio\nawait asyncio.sleep(0.3)\nprint('end')", session_id=sid),
+            ExecuteRequest(
+                code="import asyncio\nawait asyncio.sleep(0.3)\nprint('end')", session_id=sid
+            ),
             "u",
         )
     )

@@ -217,7 +217,9 @@ async def test_closing_a_session_during_runs_never_breaks_anything(make_executor
         sid = (await executor.open_session(Language.PYTHON, "u")).session_id
         running = asyncio.create_task(
             executor.execute(
-                ExecuteRequest(code="import time\nprint('go', flush=True)\ntime.sleep(5)", session_id=sid),
+                ExecuteRequest(
+                    code="import time\nprint('go', flush=True)\ntime.sleep(5)", session_id=sid
+                ),
                 "u",
             )
         )

@@ -1,0 +1,271 @@
+"""Code mode (issue 18): sandbox code calls the operator's MCP tools through the executor.
+
+A real upstream MCP server (tests/upstream_server.py, over stdio, the official SDK on both
+ends), real sandboxes with no network: calls from Python with structured results, an
+upstream error as a catchable exception, allowlists of tools and users, the call budget,
+credentials out of the sandbox's reach, a server that hangs or dies mid-run, sessions.
+"""
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.execution import ExecuteRequest
+from schemas.languages import Language
+from schemas.render import render_result
+from schemas.upstream import ToolUse
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[3]
+SECRET = "notes-credential-7f3a9c"
+RAINY = list(range(0, 100, 5))  # the notes whose body says rain
+
+
+def upstream(tmp_path: Path, **notes: Any) -> Path:
+    """An mcp.json with the notes server (its token tool not open to code) and an admin
+    server (the same program) open to alice only."""
+    command = {
+        "command": sys.executable,
+        "args": ["-m", "tests.upstream_server"],
+        "env": {"NOTES_TOKEN": SECRET, "PYTHONPATH": str(ROOT)},
+    }
+    config = {
+        "mcpServers": {
+            "notes": {**command, "tools": ["search", "read", "fail", "hang", "crash"], **notes},
+            "admin": {**command, "users": ["alice"], "tools": ["search"]},
+        }
+    }
+    path = tmp_path / "mcp.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+async def connected(executor: Any, server: str = "notes") -> None:
+    """Wait until the hub has listed the server's tools."""
+    for _ in range(200):
+        if executor.upstream.servers[server].error is None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(executor.upstream.servers[server].error)
+
+
+async def started(make_executor: Any, tmp_path: Path, **settings: Any) -> Any:
+    """A real executor with the upstream servers of upstream(), notes connected."""
+    executor = await make_executor(upstream_config=upstream(tmp_path), **settings)
+    await connected(executor)
+    return executor
+
+
+def read_every_rainy_note(result: Any) -> None:
+    """Assert a run read each rainy note once, after one search, and printed count and stars."""
+    assert result.error is None, result
+    assert result.stdout == f"{len(RAINY)} {sum(i % 7 for i in RAINY)}\n"
+    assert result.tool_calls == [
+        ToolUse(tool="notes.search", calls=1),
+        ToolUse(tool="notes.read", calls=len(RAINY)),
+    ]
+    assert "tool calls: notes.search x1, notes.read x20" in render_result(result)
+
+
+async def run(executor: Any, code: str, user: str = "alice", **extra: Any) -> Any:
+    return await executor.execute(ExecuteRequest(code=code, **extra), user)
+
+
+async def test_python_calls_tools_and_only_what_it_prints_comes_back(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    executor = await started(make_executor, tmp_path)
+    code = (
+        "from tools import notes\n"
+        "ids = notes.search(query='rain')['ids']\n"
+        "rows = [notes.read(id=i) for i in ids]\n"
+        "print(len(rows), sum(row['stars'] for row in rows))"
+    )
+    read_every_rainy_note(await run(executor, code))
+    # The functions carry the tools' signatures and descriptions; search finds them.
+    code = (
+        "import inspect, tools\nfrom tools import notes\n"
+        "print(inspect.signature(notes.search))\nprint(notes.read.__doc__.splitlines()[0])\n"
+        "print(tools.search_tools('note body'))"
+    )
+    shown = await run(executor, code)
+    assert "(*, query: str = None, limit: int = None, **arguments)" in shown.stdout, shown
+    assert "notes.read(*, id: int): One note" in shown.stdout
+    assert "notes.search(" in shown.stdout.splitlines()[2]
+
+
+async def test_a_tool_error_is_an_exception_the_code_catches(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    executor = await started(make_executor, tmp_path)
+    code = (
+        "from tools import notes, ToolError\n"
+        "try:\n    notes.fail(message='the disk is full')\n"
+        "except ToolError as exc:\n    print('caught:', exc)\n"
+        "try:\n    notes.read(id=1000)\n"
+        "except ToolError as exc:\n    print('caught:', exc)\n"
+        "notes.read(id=3)['title']"
+    )
+    result = await run(executor, code)
+    assert result.error is None, result
+    assert "caught: Error executing tool fail: the disk is full" in result.stdout
+    assert "no note 1000" in result.stdout
+    assert result.value == "'note 3'"
+    assert result.tool_calls == [
+        ToolUse(tool="notes.fail", calls=1, errors=1),
+        ToolUse(tool="notes.read", calls=2, errors=1),
+    ]
+    uncaught = await run(executor, "from tools import notes\nnotes.fail(message='boom')")
+    assert uncaught.error is not None and uncaught.error.name == "ToolError"
+    assert "boom" in uncaught.error.value
+
+
+async def test_allowlists_hold_whatever_the_code_sends(make_executor: Any, tmp_path: Path) -> None:
+    executor = await started(make_executor, tmp_path)
+    await connected(executor, "admin")
+    # The token tool is not listed to code, and a hand-made call to it is refused.
+    raw = (
+        "import http.client, json\n"
+        "def call(server, tool):\n"
+        "    c = http.client.HTTPConnection('127.0.0.1', 3128)\n"
+        "    c.request('POST', '/tools/call', json.dumps({'server': server, 'tool': tool}))\n"
+        "    r = c.getresponse()\n"
+        "    return r.status, json.loads(r.read())['error']\n"
+        "print(call('notes', 'token'))\nprint(call('admin', 'search'))\n"
+        "from tools import notes\nprint(hasattr(notes, 'token'))"
+    )
+    bob = await run(executor, raw, user="bob")
+    assert bob.error is None, bob
+    assert "(403, 'notes.token is not among the tools code may call" in bob.stdout
+    assert "(403, \"no upstream server 'admin'; there are: notes\")" in bob.stdout
+    assert bob.stdout.endswith("False\n")
+    assert SECRET not in bob.stdout
+    alice = await run(executor, "from tools import admin\nlen(admin.search(query='sun')['ids'])")
+    assert alice.value == "20", alice
+
+
+async def test_the_credentials_stay_out_of_the_sandbox(make_executor: Any, tmp_path: Path) -> None:
+    executor = await started(make_executor, tmp_path)
+    # The server has its credential (the executor can see it) ...
+    reply = await executor.upstream.call("notes", "token", {})
+    assert reply.structured == SECRET
+    # ... and nothing the sandbox can read holds it: environment, files, the tool list.
+    code = (
+        "import os, glob, tools\n"
+        "seen = [repr(dict(os.environ)), repr(tools.list_tools())]\n"
+        "for path in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n"
+        "    try:\n        seen.append(open(path, 'rb').read().decode(errors='replace'))\n"
+        "    except OSError:\n        pass\n"
+        f"print({SECRET!r} in '\\n'.join(seen), 'mcp.json' in '\\n'.join(seen))"
+    )
+    result = await run(executor, code)
+    assert result.stdout == "False False\n", result
+
+
+async def test_the_call_budget_ends_a_run_that_calls_too_much(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    executor = await started(make_executor, tmp_path, upstream_calls_per_run=5)
+    code = (
+        "from tools import notes, ToolError\n"
+        "done = 0\n"
+        "try:\n    for i in range(10):\n        notes.read(id=i)\n        done += 1\n"
+        "except ToolError as exc:\n    print(done, exc)"
+    )
+    result = await run(executor, code)
+    assert result.stdout.startswith("5 this run made its 5 tool calls"), result
+    assert result.tool_calls == [ToolUse(tool="notes.read", calls=5)]
+    # The budget is per run: a session's next run has its own.
+    session = await executor.open_session(Language.PYTHON, "alice")
+    for _ in range(2):
+        again = await run(
+            executor,
+            "from tools import notes\nprint([notes.read(id=i)['id'] for i in range(4)])",
+            session_id=session.session_id,
+        )
+        assert again.stdout == "[0, 1, 2, 3]\n", again
+
+
+async def test_a_server_that_hangs_or_dies_fails_the_call_not_the_executor(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    executor = await started(make_executor, tmp_path, upstream_call_timeout_s=1)
+    code = (
+        "from tools import notes, ToolError\n"
+        "try:\n    notes.hang(seconds=30)\nexcept ToolError as exc:\n    print(exc)\n"
+        "print(notes.read(id=1)['id'])"
+    )
+    hung = await run(executor, code)
+    assert hung.stdout == "notes.hang did not answer within 1 s\n1\n", hung
+    died = await run(
+        executor,
+        "from tools import notes, ToolError\n"
+        "try:\n    notes.crash()\nexcept ToolError as exc:\n    print('failed:', exc)",
+    )
+    assert died.stdout.startswith("failed: "), died
+    # Connected again (its backoff starts at 1 s), the next run's calls work.
+    await asyncio.sleep(0.5)
+    await connected(executor)
+    after = await run(executor, "from tools import notes\nnotes.read(id=2)['title']")
+    assert after.value == "'note 2'", after
+
+
+async def test_without_upstream_servers_code_gets_a_clear_error(make_executor: Any) -> None:
+    executor = await make_executor()
+    result = await run(executor, "from tools import notes")
+    assert result.error is not None and result.error.name == "ToolError", result
+    assert "CODE_EXEC_UPSTREAM_CONFIG" in result.error.value
+
+
+@pytest.fixture
+def http_upstream() -> Iterator[str]:
+    """The notes server over streamable HTTP on a loopback port: its /mcp URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.upstream_server", "--http", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as attempt:
+                if attempt.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_an_http_upstream_gets_its_headers_and_code_never_does(
+    make_executor: Any, tmp_path: Path, http_upstream: str
+) -> None:
+    config = tmp_path / "http.json"
+    headers = {"Authorization": f"Bearer {SECRET}"}
+    config.write_text(
+        json.dumps({"mcpServers": {"web": {"url": http_upstream, "headers": headers}}})
+    )
+    executor = await make_executor(upstream_config=config)
+    await connected(executor, "web")
+    assert (await executor.upstream.call("web", "token", {})).structured == f"Bearer {SECRET}"
+    code = (
+        "import os, tools\nfrom tools import web\n"
+        "print(len(web.search(query='fog')['ids']))\n"
+        f"print({SECRET!r} in repr(dict(os.environ)) + repr(tools.list_tools()))"
+    )
+    result = await run(executor, code)
+    assert result.stdout == "20\nFalse\n", result
