@@ -61,6 +61,14 @@ class RouteHealth(BaseModel):
     in_flight: int = 0
 
 
+class UpstreamHealth(BaseModel):
+    """Code mode: one upstream MCP server, as the executor's client sees it."""
+
+    connected: bool
+    tools: int = Field(description="Tools it lists (before the allowlists).")
+    error: str | None = Field(default=None, description="Why it is not connected.")
+
+
 class Health(BaseModel):
     """An executor's (or a router's) state, for /health."""
 
@@ -71,6 +79,9 @@ class Health(BaseModel):
     sessions: int = 0
     uptime_s: float = 0.0
     limits: Limits | None = None
+    upstream: dict[str, UpstreamHealth] | None = Field(
+        default=None, description="Code mode: each upstream MCP server's state."
+    )
     executors: dict[str, RouteHealth] | None = Field(
         default=None, description="Several executors: each one's state (routing clients only)."
     )

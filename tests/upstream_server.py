@@ -67,6 +67,25 @@ def token(ctx: Context) -> str:  # type: ignore[type-arg]
     return os.environ.get("NOTES_TOKEN", "")
 
 
+@server.tool()
+def pid() -> int:
+    """The server's process id (tests kill it)."""
+    return os.getpid()
+
+
+@server.tool()
+async def grow(ctx: Context) -> str:  # type: ignore[type-arg]
+    """Adds the tool `extra` and says the tool list changed."""
+
+    def extra() -> str:
+        """A tool added while the server runs."""
+        return "extra"
+
+    server.add_tool(extra)
+    await ctx.session.send_tool_list_changed()
+    return "grown"
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--http":  # streamable HTTP on this loopback port
         server.settings.port = int(sys.argv[2])

@@ -310,6 +310,12 @@ class E2BBackend:
                 "package indexes or an allowlist. Use CODE_EXEC_NETWORK=none with E2B, or the "
                 "local backend for packages and allowlists"
             )
+        if self.settings.upstream_config is not None:
+            raise SandboxFailure(
+                "CODE_EXEC_UPSTREAM_CONFIG (code mode) needs the local backend: an E2B sandbox "
+                "has no channel the executor controls for its tool calls. Unset it with E2B, or "
+                "use the local backend for code mode"
+            )
         self.sdk = _import_sdk()
         key = self.settings.e2b_api_key
         self._api_key = key.get_secret_value() if key else os.environ.get("E2B_API_KEY", "")

@@ -43,6 +43,7 @@ class RunTools:
         """(status, JSON) for one request of the sandbox's tools module."""
         url = urlsplit(path)
         query = parse_qs(url.query)
+        await self.hub.settle()
         if method == "GET" and url.path == "/tools/list":
             if self._catalogue is None:  # made once a run: code may ask as often as it likes
                 entries = [entry.model_dump() for entry in self.hub.catalogue(self.user)]

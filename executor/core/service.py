@@ -438,7 +438,10 @@ class Executor:
 
     async def search_tools(self, query: str, user: str, limit: int = 10) -> list[ToolEntry]:
         """The upstream tools the user's code may call that best match query."""
-        return self.upstream.search(user, query, limit) if self.upstream is not None else []
+        if self.upstream is None:
+            return []
+        await self.upstream.settle()
+        return self.upstream.search(user, query, limit)
 
     # --- observability ---
 
@@ -459,6 +462,7 @@ class Executor:
             sessions=len(self.sessions),
             uptime_s=round(time.monotonic() - self.started_at, 1),
             limits=self.settings.limits(),
+            upstream=self.upstream.health() if self.upstream is not None else None,
         )
 
     def metrics_text(self) -> str:

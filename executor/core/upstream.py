@@ -22,6 +22,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import McpError
 
+from schemas.health import UpstreamHealth
 from schemas.upstream import ToolEntry, ToolReply, UpstreamConfig, UpstreamServer, python_name
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 _MAX_BACKOFF_S = 30.0
 _READY_WAIT_S = 5.0  # a call waits this long for a server being (re)connected
 _MAX_TOOLS = 1000  # per server: a tool list is kept in memory and sent to sandboxes
+PING_INTERVAL_S = 30.0  # an idle connection is pinged this often: a dead server is noticed
 
 
 class UpstreamConnection:
@@ -43,6 +45,9 @@ class UpstreamConnection:
         self._session: ClientSession | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
+        self._changed = asyncio.Event()  # the server said its tools changed
+        self._wake = asyncio.Event()  # either of the above: the watcher has work
+        self.tried = asyncio.Event()  # the first connection attempt ended, either way
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -64,7 +69,7 @@ class UpstreamConnection:
             params = StdioServerParameters(command=config.command, args=config.args, env=config.env)
             async with (
                 stdio_client(params) as (read, write),  # its stderr: the executor's
-                ClientSession(read, write) as session,
+                ClientSession(read, write, message_handler=self._on_message) as session,
             ):
                 yield session
             return
@@ -72,7 +77,7 @@ class UpstreamConnection:
         async with (
             httpx.AsyncClient(headers=config.headers, timeout=self.call_timeout_s) as http,
             streamable_http_client(config.url, http_client=http) as (read, write, _),
-            ClientSession(read, write) as session,
+            ClientSession(read, write, message_handler=self._on_message) as session,
         ):
             yield session
 
@@ -86,9 +91,10 @@ class UpstreamConnection:
                         self.tools = await _list_tools(session)
                     self._session, self.error = session, None
                     self._ready.set()
+                    self.tried.set()
                     log.info("upstream %s: connected, %d tools", self.name, len(self.tools))
                     delay = 1.0
-                    await self._lost.wait()
+                    await self._watch(session)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (any failure of a server we do not run)
@@ -99,11 +105,41 @@ class UpstreamConnection:
             finally:
                 self._session = None
                 self._ready.clear()
+                self.tried.set()
             if self._lost.is_set():
                 self._lost.clear()
                 log.warning("upstream %s: %s; connecting again", self.name, self.error)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    async def _watch(self, session: ClientSession) -> None:
+        """Until the connection is dropped: ping it when idle, list its tools again when it
+        says they changed; return when it fails either (the keeper connects again)."""
+        while True:
+            with anyio.move_on_after(PING_INTERVAL_S) as idle:
+                await self._wake.wait()
+            self._wake.clear()
+            if self._lost.is_set():
+                return
+            try:
+                with anyio.fail_after(self.call_timeout_s):
+                    if self._changed.is_set():
+                        self._changed.clear()
+                        self.tools = await _list_tools(session)
+                        log.info("upstream %s: tools changed, %d now", self.name, len(self.tools))
+                    elif idle.cancelled_caught:
+                        await session.send_ping()
+            except Exception as exc:  # noqa: BLE001 (a dead or stuck server, whatever it says)
+                self.error = f"stopped answering ({_describe(exc)})"
+                log.warning("upstream %s: %s; connecting again", self.name, self.error)
+                return
+
+    async def _on_message(self, message: object) -> None:
+        if isinstance(message, types.ServerNotification) and isinstance(
+            message.root, types.ToolListChangedNotification
+        ):
+            self._changed.set()
+            self._wake.set()
 
     def _drop(self) -> None:
         """Stop using this session; the keeper connects again."""
@@ -112,6 +148,7 @@ class UpstreamConnection:
             self.error = "the connection was lost or stopped answering"
             self._ready.clear()
             self._lost.set()
+            self._wake.set()
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> ToolReply:
         """Call one tool; a reply (its failure included), never an exception."""
@@ -200,6 +237,23 @@ class UpstreamHub:
         """Disconnect from every server."""
         for server in self.servers.values():
             await server.aclose()
+
+    async def settle(self) -> None:
+        """Wait (at most _READY_WAIT_S) for servers still making their first connection: a
+        run right after the executor starts sees their tools, not an empty list."""
+        pending = [s.tried.wait() for s in self.servers.values() if not s.tried.is_set()]
+        if pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*pending), _READY_WAIT_S)
+
+    def health(self) -> dict[str, UpstreamHealth]:
+        """Each server: connected or why not, and how many tools it lists."""
+        return {
+            name: UpstreamHealth(
+                connected=server.error is None, tools=len(server.tools), error=server.error
+            )
+            for name, server in self.servers.items()
+        }
 
     def allowed(self, user: str, server: str, tool: str) -> str | None:
         """Why the user's code may not call this tool, or None when it may."""

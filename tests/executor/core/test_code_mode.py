@@ -8,6 +8,8 @@ credentials out of the sandbox's reach, a server that hangs or dies mid-run, ses
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from executor.core import upstream as upstream_module
 from schemas.execution import ExecuteRequest
 from schemas.languages import Language
 from schemas.render import render_result
@@ -40,7 +43,11 @@ def upstream(tmp_path: Path, **notes: Any) -> Path:
     }
     config = {
         "mcpServers": {
-            "notes": {**command, "tools": ["search", "read", "fail", "hang", "crash"], **notes},
+            "notes": {
+                **command,
+                "tools": ["search", "read", "fail", "hang", "crash", "extra"],
+                **notes,
+            },
             "admin": {**command, "users": ["alice"], "tools": ["search"]},
         }
     }
@@ -269,3 +276,59 @@ async def test_an_http_upstream_gets_its_headers_and_code_never_does(
     )
     result = await run(executor, code)
     assert result.stdout == "20\nFalse\n", result
+
+
+async def test_a_server_is_watched_between_calls(
+    make_executor: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed while idle, it is noticed by a ping and connected again before any call; a tool
+    it adds (notifications/tools/list_changed) is open to code at once."""
+    monkeypatch.setattr(upstream_module, "PING_INTERVAL_S", 0.2)
+    executor = await started(make_executor, tmp_path)
+    first = (await executor.upstream.call("notes", "pid", {})).structured
+    os.kill(first, signal.SIGKILL)
+    for _ in range(100):
+        health = (await executor.health()).upstream["notes"]
+        if not health.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert not health.connected and "stopped answering" in (health.error or ""), health
+    await connected(executor)
+    assert (await executor.upstream.call("notes", "pid", {})).structured != first
+    assert (await executor.upstream.call("notes", "grow", {})).structured == "grown"
+    for _ in range(100):
+        if any(t.name == "extra" for t in executor.upstream.servers["notes"].tools):
+            break
+        await asyncio.sleep(0.05)
+    result = await run(executor, "from tools import notes\nnotes.extra()")
+    assert result.value == "'extra'", result
+
+
+async def test_tools_are_closed_between_a_sessions_runs(make_executor: Any, tmp_path: Path) -> None:
+    """A thread a run leaves behind calls after the run: refused, nothing counted."""
+    executor = await started(make_executor, tmp_path)
+    session = await executor.open_session(Language.PYTHON, "alice")
+    later = (
+        "import threading, time\nfrom tools import notes, ToolError\n"
+        "def late():\n    time.sleep(0.5)\n    try:\n        notes.read(id=1)\n"
+        "        open('late.txt', 'w').write('answered')\n"
+        "    except ToolError as exc:\n        open('late.txt', 'w').write(str(exc))\n"
+        "threading.Thread(target=late).start()"
+    )
+    first = await run(executor, later, session_id=session.session_id)
+    assert first.error is None and first.tool_calls == [], first
+    await asyncio.sleep(1.5)
+    second = await run(executor, "open('late.txt').read()", session_id=session.session_id)
+    assert "no tools are open to code now" in (second.value or ""), second
+    assert second.tool_calls == []
+
+
+async def test_a_run_right_after_start_waits_for_the_first_connection(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    slow = f"sleep 1 && exec {sys.executable} -m tests.upstream_server"  # a second to start
+    config = upstream(tmp_path, command="/bin/sh", args=["-c", slow])
+    executor = await make_executor(upstream_config=config)
+    assert not executor.upstream.servers["notes"].tried.is_set()  # still starting
+    result = await run(executor, "from tools import notes\nnotes.read(id=4)['title']")
+    assert result.value == "'note 4'", result

@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -194,5 +195,14 @@ async def test_sandboxes_are_made_without_internet(executor: Executor, e2b_api: 
 async def test_a_network_e2b_cannot_keep_is_refused_at_start(e2b_api: FakeE2B) -> None:
     executor = Executor(_settings(network="packages"))
     with pytest.raises(SandboxFailure, match="not kept by the E2B backend.*CODE_EXEC_NETWORK=none"):
+        await executor.start()
+    await executor.aclose()
+
+
+async def test_code_mode_is_refused_at_start_with_e2b(e2b_api: FakeE2B, tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text('{"mcpServers": {"notes": {"command": "true"}}}')
+    executor = Executor(_settings(upstream_config=str(config)))
+    with pytest.raises(SandboxFailure, match="CODE_EXEC_UPSTREAM_CONFIG .* needs the local backend"):
         await executor.start()
     await executor.aclose()
