@@ -7,7 +7,8 @@ sides of the wire can use it without loading the other.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, unquote
@@ -80,6 +81,37 @@ class Download:
     async def read(self) -> bytes:
         """All of it at once (for small files, and tests)."""
         return b"".join([chunk async for chunk in self.chunks])
+
+    async def read_at_most(self, limit: int) -> bytes | None:
+        """The whole file, or None (the download let go) when it is over limit bytes."""
+        if self.size > limit:
+            await self.release()
+            return None
+        data = bytearray()
+        try:
+            async for chunk in self.chunks:
+                data += chunk
+                if len(data) > limit:  # grown since it was measured
+                    return None
+        finally:
+            await self._close()
+        return bytes(data)
+
+    async def release(self) -> None:
+        """Let go of a download that will not be sent: its file, its connection to an executor."""
+        if isinstance(self.chunks, AsyncGenerator):
+            # The HTTP client's download closes its response in its generator's `finally`,
+            # which runs only once the generator has started: so it is started (one chunk).
+            try:
+                # Letting go never fails, whatever the file or the connection says now.
+                with contextlib.suppress(Exception):
+                    await anext(self.chunks, None)
+            finally:
+                await self._close()
+
+    async def _close(self) -> None:
+        if isinstance(self.chunks, AsyncGenerator):
+            await self.chunks.aclose()
 
 
 class ExecutorClient(Protocol):

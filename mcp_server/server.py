@@ -16,7 +16,6 @@ from an earlier connection. Sessions end by close_session, their idle TTL or the
 """
 
 import logging
-import mimetypes
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -37,7 +36,7 @@ from executor.errors import ExecutorError, NotFound
 from executor.interface import ExecutorClient, OutputCallback
 from executor.tools import AnyTool, Call, Hints, SessionEffect, ToolSet
 from schemas.file_uris import OutputRef, parse_file_uri, session_file_uri
-from schemas.files import FileInfo
+from schemas.files import FileInfo, mime_type
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +275,7 @@ class CodeExecServer(Server[Any, Any]):
                         name=f.path,
                         description=f"/home/user/{f.path} in {session.language.value} session "
                         f"{session.session_id}",
-                        mimeType=mimetypes.guess_type(f.path)[0] or "application/octet-stream",
+                        mimeType=mime_type(f.path),
                         size=f.size,
                     )
                 )
@@ -316,22 +315,20 @@ class CodeExecServer(Server[Any, Any]):
             raise McpError(
                 types.ErrorData(code=types.INVALID_PARAMS, message=exc.message)
             ) from None
-        data = bytearray()
-        async for chunk in download.chunks:
-            data += chunk
-            if len(data) > MAX_READ_BYTES:
-                raise McpError(
-                    types.ErrorData(
-                        code=types.INVALID_REQUEST,
-                        message=f"{name} is over {MAX_READ_BYTES // 2**20} MiB: download it "
-                        f"over HTTP ({where})",
-                    )
+        data = await download.read_at_most(MAX_READ_BYTES)
+        if data is None:
+            raise McpError(
+                types.ErrorData(
+                    code=types.INVALID_REQUEST,
+                    message=f"{name} is over {MAX_READ_BYTES // 2**20} MiB: download it "
+                    f"over HTTP ({where})",
                 )
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        content: str | bytes = bytes(data)
+            )
+        mime = mime_type(name)
+        content: str | bytes = data
         if mime.startswith("text/") or mime in _TEXT_TYPES:
             try:
-                content = bytes(data).decode("utf-8")
+                content = data.decode("utf-8")
             except UnicodeDecodeError:
                 pass  # sent as a blob
         return [ReadResourceContents(content=content, mime_type=mime)]

@@ -22,7 +22,6 @@ from openai_tools.deps import (
     download_user,
     get_client,
 )
-from openai_tools.downloads import release
 from openai_tools.signed_urls import SignedUrl, file_path, public_base
 from schemas.execution import ExecuteRequest, ExecuteResult, ExecutionError
 from schemas.file_uris import output_uri
@@ -138,7 +137,7 @@ async def sign_file_url(
     without a token until it expires: for a browser. 404 as the download would answer."""
     ttl = signer.ttl(ttl_s)
     # Looked up before signing, so that no URL is ever signed for a file not the caller's.
-    await release(await client.download_output(execution_id, name, user))
+    await (await client.download_output(execution_id, name, user)).release()
     return signer.url(public_base(request, settings), execution_id, name, user, ttl)
 
 

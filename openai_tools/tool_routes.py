@@ -14,7 +14,6 @@ from executor.interface import ExecutorClient
 from executor.tools import Call, ToolOutcome, ToolSet
 from executor.web import unless_caller_leaves
 from openai_tools.deps import ClientDep, SettingsDep, SignerDep, ToolsDep, UserDep
-from openai_tools.downloads import read_at_most
 from openai_tools.signed_urls import UrlSigner, file_path, lifetime, public_base
 from openai_tools.strict import strict_json_schema
 from schemas.outputs import image_name
@@ -192,7 +191,7 @@ class Embedding:
                     download = await self.client.download_output(
                         execution_id, "outputs/" + f.name, self.user
                     )
-                    data = await read_at_most(download, limit)
+                    data = await download.read_at_most(limit)
                 except ExecutorError:
                     data = None  # gone since the run (expired, evicted): the link says so
             if data is None:

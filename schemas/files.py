@@ -1,5 +1,6 @@
 """Files in a session's workspace."""
 
+import mimetypes
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -7,6 +8,11 @@ from pydantic.json_schema import SkipJsonSchema
 
 from schemas.execution import Base64File, FileContent, WorkspacePath, decode_base64
 from schemas.text import Text
+
+
+def mime_type(path: str) -> str:
+    """The MIME type a file's name says, application/octet-stream when it says none."""
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
 
 
 class FileInfo(BaseModel):

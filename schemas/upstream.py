@@ -52,6 +52,10 @@ class UpstreamServer(BaseModel):
         default=None, description="The users whose code may call them (everyone when unset)."
     )
 
+    def open_to(self, user: str) -> bool:
+        """Whether this user's code may call the server's tools."""
+        return self.users is None or user in self.users
+
     @model_validator(mode="after")
     def _one_transport(self) -> "UpstreamServer":
         if (self.command is None) == (self.url is None):

@@ -7,12 +7,12 @@ only those changed by this run. What does not fit is left in the sandbox and log
 """
 
 import logging
-import mimetypes
 from datetime import datetime
 
 from executor.backends.base import Sandbox
 from executor.errors import ExecutorError
 from schemas.execution import OUTPUTS_DIR, OutputFile
+from schemas.files import mime_type
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ async def collect_outputs(
             log.info("outputs: %s not kept: %s", info.path, exc)
             continue
         name = info.path.removeprefix(prefix)
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        collected.append((OutputFile(name=name, size=len(data), mime_type=mime), data))
+        collected.append((OutputFile(name=name, size=len(data), mime_type=mime_type(name)), data))
         total += len(data)
     return collected

@@ -88,6 +88,8 @@ class Executor:
             if settings.upstream_config is not None
             else None
         )
+        # What callers meet, made once: /health is polled, and the settings read a config file.
+        self.limits = settings.limits()
         # Each user's network bytes this hour, shared by all of the user's runs.
         self._allowances: dict[str, ByteAllowance] = {}
         self._housekeeper: asyncio.Task[None] | None = None
@@ -461,7 +463,7 @@ class Executor:
             pools=pools,
             sessions=len(self.sessions),
             uptime_s=round(time.monotonic() - self.started_at, 1),
-            limits=self.settings.limits(),
+            limits=self.limits,
             upstream=self.upstream.health() if self.upstream is not None else None,
         )
 

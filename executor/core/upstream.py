@@ -258,15 +258,9 @@ class UpstreamHub:
     def allowed(self, user: str, server: str, tool: str) -> str | None:
         """Why the user's code may not call this tool, or None when it may."""
         connection = self.servers.get(server)
-        if connection is None or (
-            connection.config.users is not None and user not in connection.config.users
-        ):
+        if connection is None or not connection.config.open_to(user):
             # A server this user may not use is, to them, no server: not even its name shows.
-            mine = [
-                name
-                for name, other in self.servers.items()
-                if other.config.users is None or user in other.config.users
-            ]
+            mine = [name for name, other in self.servers.items() if other.config.open_to(user)]
             return f"no upstream server {server!r}; there are: {', '.join(mine) or 'none'}"
         config = connection.config
         if config.tools is not None and tool not in config.tools:
