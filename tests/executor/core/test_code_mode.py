@@ -332,3 +332,45 @@ async def test_a_run_right_after_start_waits_for_the_first_connection(
     assert not executor.upstream.servers["notes"].tried.is_set()  # still starting
     result = await run(executor, "from tools import notes\nnotes.read(id=4)['title']")
     assert result.value == "'note 4'", result
+
+
+async def test_the_channel_holds_against_malformed_requests(
+    make_executor: Any, tmp_path: Path
+) -> None:
+    """Requests sandbox code makes by hand: no Content-Length, two of them, too big a body, a
+    body that never comes, a path that is not a route. Each gets its answer; the executor and
+    the next call are unharmed."""
+    executor = await started(make_executor, tmp_path, header_timeout_s=1.0)
+    code = r"""
+import socket
+def ask(raw):
+    s = socket.create_connection(('127.0.0.1', 3128))
+    s.sendall(raw)
+    s.settimeout(10)
+    answer = b''
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    s.close()
+    return answer.split(b'\r\n', 1)[0].decode()
+call = b'{"server": "notes", "tool": "read", "arguments": {"id": 1}}'
+print(ask(b'POST /tools/call HTTP/1.1\r\nHost: x\r\n\r\n' + call))
+print(ask(b'POST /tools/call HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n'))
+print(ask(b'POST /tools/call HTTP/1.1\r\nContent-Length: 9999999\r\n\r\n'))
+print(ask(b'POST /tools/call HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"server"'))
+print(ask(b'GET /tools/../etc/passwd HTTP/1.1\r\n\r\n'))
+from tools import notes
+print(notes.read(id=2)['id'])
+"""
+    result = await run(executor, code)
+    assert result.error is None, result
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("HTTP/1.1 400"), lines  # no length: no body read, no call
+    assert lines[1].startswith("HTTP/1.1 400") and "one Content-Length" in lines[1]
+    assert lines[2].startswith("HTTP/1.1 413") and "over 1024 KiB" in lines[2]
+    assert lines[3].startswith("HTTP/1.1 400") and "did not arrive in time" in lines[3]
+    assert lines[4].startswith("HTTP/1.1 404"), lines
+    assert lines[5] == "2"
+    assert result.tool_calls == [ToolUse(tool="notes.read", calls=1)]
